@@ -1,0 +1,29 @@
+"""recbole-hymoe: Mixture-of-Experts sequential recommenders as a RecBole 1.2.1 plugin.
+
+Importing the package repairs RecBole 1.2.1 for numpy 2 / pandas 3 / torch >= 2.6
+(:mod:`recbole_hymoe.compat`) and registers the plugin models, so that RecBole's own
+``Config``, ``run_recbole``, ``load_data_and_model`` and ``get_trainer`` find them by name.
+"""
+
+import os
+
+from recbole_hymoe import compat
+
+# RECBOLE_HYMOE_SKIP_REPAIRS=name[,name] leaves repairs out, to show what breaks without them.
+compat.apply(skip={n for n in os.environ.get("RECBOLE_HYMOE_SKIP_REPAIRS", "").split(",") if n})
+
+from recbole_hymoe import registry  # noqa: E402  (RecBole must be repaired first)
+
+registry.install_config_hook()
+
+from recbole_hymoe.config import Config  # noqa: E402
+from recbole_hymoe.models import HyMoERec  # noqa: E402
+from recbole_hymoe.trainer import MoETrainer  # noqa: E402
+
+for _model in (HyMoERec,):
+    registry.register_model(_model, _model.yaml_file(), trainer=MoETrainer)
+
+from recbole_hymoe.quick_start import run  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Config", "HyMoERec", "MoETrainer", "run", "__version__"]

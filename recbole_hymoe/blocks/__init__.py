@@ -1,0 +1,6 @@
+"""Residual layers of each backbone, composed from :mod:`recbole_hymoe.nn`."""
+
+from recbole_hymoe.blocks.hybrid_ffn import FUSIONS, HybridFeedForward
+from recbole_hymoe.blocks.transformer import TransformerMoELayer
+
+__all__ = ["FUSIONS", "HybridFeedForward", "TransformerMoELayer"]

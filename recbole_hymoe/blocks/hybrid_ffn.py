@@ -1,0 +1,114 @@
+"""HyMoE block: a dense shared expert plus a warm-up-gated sparse MoE, in place of the PFFN.
+
+Reference: Li, Sun, Lim, "HyMoERec: Hybrid Mixture-of-Experts for Sequential Recommendation",
+AAAI 2026 student abstract, arXiv 2511.06388. No official code exists.
+
+NOTE: the paper gives the fusion ``y = y_dense + α · y_MoE`` with ``α = σ(a) · w(t)``; the
+residual, LayerNorm and dropout around it are our reading (the host FFN's post-LN layout kept
+as it is, so with α = 0 the block is the host's FFN), as is the ``convex`` fusion ablation.
+"""
+
+import torch
+from torch import nn
+
+from recbole_hymoe.nn.ffn import get_activation
+from recbole_hymoe.nn.moe import SparseMoE
+
+FUSIONS = ("additive", "convex")
+
+
+class HybridFeedForward(nn.Module):
+    """``LayerNorm(x + Dropout(fuse(y_dense, y_MoE, α)))`` with ``α = σ(a) · w(t)``.
+
+    ``y_dense = W_2 act(W_1 x + b_1) + b_2`` is the shared expert every token passes through
+    (RecBole's ``FeedForward`` inner MLP, same parameter names); ``y_MoE`` is the package's
+    :class:`~recbole_hymoe.nn.moe.SparseMoE`. Fusion ``additive``: ``y_dense + α · y_MoE``
+    (paper); ``convex``: ``(1 - α) · y_dense + α · y_MoE``. With ``num_experts = 0`` the block
+    is exactly RecBole's ``FeedForward``.
+
+    Args:
+        hidden_size (int): H.
+        inner_size (int): inner size of the dense branch.
+        hidden_act (str): activation of every MLP.
+        hidden_dropout_prob (float): dropout on the fused output.
+        layer_norm_eps (float): LayerNorm epsilon.
+        num_experts (int): E ≥ 0; 0 = no sparse branch.
+        top_k (int): K.
+        expert_inner_size (int): inner size of each expert.
+        router (str): router kind.
+        fusion (str): one of :data:`FUSIONS`.
+        alpha_init (float): initial learnable logit ``a`` (σ(0) = 0.5).
+        balance_loss (str): ``entropy`` or ``switch``.
+        balance_weight (float): λ_lb.
+        z_loss_weight (float): router z-loss weight.
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        inner_size,
+        hidden_act,
+        hidden_dropout_prob,
+        layer_norm_eps,
+        num_experts,
+        top_k,
+        expert_inner_size,
+        router="linear",
+        fusion="additive",
+        alpha_init=0.0,
+        balance_loss="entropy",
+        balance_weight=0.01,
+        z_loss_weight=0.0,
+    ):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion={fusion!r} is not one of {FUSIONS}")
+        self.fusion = fusion
+        self.dense_1 = nn.Linear(hidden_size, inner_size)
+        self.act = get_activation(hidden_act)
+        self.dense_2 = nn.Linear(inner_size, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.moe = None
+        if num_experts > 0:
+            self.moe = SparseMoE(
+                hidden_size,
+                expert_inner_size,
+                num_experts,
+                top_k,
+                activation=hidden_act,
+                router=router,
+                balance_loss=balance_loss,
+                balance_weight=balance_weight,
+                z_loss_weight=z_loss_weight,
+            )
+            self.alpha_logit = nn.Parameter(torch.tensor(float(alpha_init)))
+
+    def alpha(self, warmup):
+        """Return ``α = σ(a) · w(t)`` (0 without a sparse branch)."""
+        if self.moe is None:
+            return torch.zeros(())
+        return torch.sigmoid(self.alpha_logit) * warmup
+
+    def forward(self, hidden, mask, warmup=1.0):
+        """Apply the block.
+
+        Args:
+            hidden (FloatTensor): [B, L, H].
+            mask (BoolTensor): [B, L], True for real tokens (padding is never routed).
+            warmup (float or FloatTensor): w(t) ∈ [0, 1].
+
+        Returns:
+            tuple: output [B, L, H] and the :class:`~recbole_hymoe.nn.moe.MoEOutput` (None
+            without a sparse branch).
+        """
+        y = self.dense_2(self.act(self.dense_1(hidden)))
+        moe_out = None
+        if self.moe is not None:
+            moe_out = self.moe(hidden, mask)
+            alpha = self.alpha(warmup)
+            if self.fusion == "additive":
+                y = y + alpha * moe_out.hidden
+            else:
+                y = (1.0 - alpha) * y + alpha * moe_out.hidden
+        return self.layer_norm(self.dropout(y) + hidden), moe_out

@@ -1,0 +1,80 @@
+"""Command-line entry points (installed as console scripts; ``run/`` holds thin wrappers)."""
+
+import argparse
+import sys
+
+from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+from recbole_hymoe.quick_start import results_table, run
+
+
+def parse_overrides(tokens):
+    """Turn ``["--key=value", "--other", "value"]`` into ``{"key": "value", "other": "value"}``.
+
+    Raises:
+        ConfigError: a token is not an option, or an option has no value.
+    """
+    overrides, i = {}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(f"unexpected argument {token!r}: overrides look like --key=value")
+        key, sep, value = token[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise ConfigError(f"option --{key} has no value: write --{key}=value")
+            value, i = tokens[i + 1], i + 1
+        if key in overrides and overrides[key] != value:
+            raise ConfigError(f"--{key} given twice with different values ({overrides[key]!r}, {value!r})")
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="run_recbole",
+        description=(
+            "Train and evaluate a recbole-hymoe or RecBole model with RecBole's trainer and "
+            "evaluator. Any other --key=value overrides a config key (highest priority)."
+        ),
+    )
+    parser.add_argument("--model", "-m", default="HyMoERec", help="model name (plugin or RecBole built-in)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
+    parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for distributed training")
+    parser.add_argument("--ip", default="localhost", help="master address (distributed)")
+    parser.add_argument("--port", default="5678", help="master port (distributed)")
+    parser.add_argument("--world_size", type=int, default=-1, help="total processes (distributed)")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank offset of this node (distributed)")
+    return parser
+
+
+def run_recbole_main(argv=None):
+    """``run_recbole``: same flags as RecBole's ``run_recbole.py`` plus ``--key=value`` overrides.
+
+    Returns:
+        int: 0 on success, 2 for bad input (message on stderr, no traceback).
+    """
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = parse_overrides(rest)
+        result = run(
+            model=args.model,
+            dataset=args.dataset,
+            config_file_list=args.config_files.split() if args.config_files else None,
+            cmd_args=overrides,
+            nproc=args.nproc,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+        )
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"run_recbole: error: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print("\n" + results_table(result))
+        print(f"run folder: {result['run_dir']}")
+        print(f"checkpoint: {result['checkpoint']}")
+    return 0

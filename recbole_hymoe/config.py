@@ -1,0 +1,247 @@
+"""RecBole ``Config`` for plugin and built-in models, with the package's protocol and checks.
+
+Differences from ``recbole.config.Config`` (everything else is RecBole's):
+
+- model names resolve case-insensitively and through aliases (``Fuxi-MME``); an unknown name
+  fails at once, listing plugin and built-in names;
+- after RecBole's own defaults it reads ``yaml/overall.yaml``, the evaluation protocol
+  ``yaml/protocol/loo-full.yaml`` (sequential models) and ``yaml/dataset/<dataset>.yaml`` when
+  present; config files, ``config_dict`` and ``cmd_args`` still override them;
+- it never reads ``sys.argv`` (RecBole's does, F9): command-line overrides arrive explicitly
+  as ``cmd_args`` and keep their top priority; values are parsed with ``ast.literal_eval``,
+  never ``eval``;
+- ``train_neg_sample_args`` follows ``loss_type`` unless set explicitly (CE: none; BPR: one
+  uniform negative), where RecBole 1.2.1 raises for CE with its own default;
+- ``CUDA_VISIBLE_DEVICES`` set by the environment (e.g. by Ray for a GPU trial) is kept
+  unless ``gpu_id`` is given explicitly (RecBole overwrites it, F12);
+- plugin models check their hyperparameters here, and keys nobody reads are reported (an
+  error when they look like a misspelling of a known key), all before any data is loaded.
+"""
+
+import ast
+import difflib
+import functools
+import os
+import re
+from logging import getLogger
+from pathlib import Path
+
+import recbole
+import yaml
+from recbole.config.configurator import Config as RecBoleConfig
+from recbole.utils import ModelType
+from recbole.utils.argument_list import (
+    dataset_arguments,
+    evaluation_arguments,
+    general_arguments,
+    training_arguments,
+)
+
+from recbole_hymoe import registry
+from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+
+PROTOCOL_YAML = registry.YAML_DIR / "protocol" / "loo-full.yaml"
+OVERALL_YAML = registry.YAML_DIR / "overall.yaml"
+DATASET_YAML_DIR = registry.YAML_DIR / "dataset"
+
+# Keys that belong to the plugin's model families: an unread one is an error, not a warning.
+PLUGIN_PREFIXES = ("moe_", "mamba_", "rope_", "hyp_", "vgae_", "graph_", "fuxi_")
+_DEFAULT_NEG_SAMPLING = {"distribution": "uniform", "sample_num": 1}
+
+
+def parse_value(text):
+    """Turn a command-line string into a Python value without ``eval``.
+
+    ``"0.5"`` -> 0.5, ``"[5, 10]"`` -> [5, 10], ``"true"``/``"False"`` -> bool,
+    ``"none"``/``"null"``/``"~"`` -> None, anything else stays a string.
+    """
+    if not isinstance(text, str):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", "~"):
+        return None
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def _yaml_keys(path):
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return set(data) if isinstance(data, dict) else set()
+
+
+@functools.lru_cache(maxsize=1)
+def recbole_known_keys():
+    """Every config key RecBole 1.2.1 defines in a YAML or reads in its source, plus ours."""
+    root = Path(recbole.__file__).parent
+    keys = set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    for path in (root / "properties").rglob("*.yaml"):
+        keys |= _yaml_keys(path)
+    for path in registry.YAML_DIR.rglob("*.yaml"):
+        keys |= _yaml_keys(path)
+    pattern = re.compile(r"""config(?:\[|\.get\()\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
+    for path in root.rglob("*.py"):
+        keys |= set(pattern.findall(path.read_text(encoding="utf-8")))
+    keys |= {"model", "dataset", "config_files", "nproc", "world_size", "ip", "port", "offset",
+             "run_dir", "wandb_project", "log_wandb"}
+    return frozenset(keys)
+
+
+class Config(RecBoleConfig):
+    """RecBole ``Config`` that knows plugin models and applies the package's protocol.
+
+    Args:
+        model (str or type, optional): model name (case-insensitive, aliases allowed) or class.
+        dataset (str, optional): dataset name.
+        config_file_list (list[str], optional): YAML files, later ones win.
+        config_dict (dict, optional): overrides above the files.
+        cmd_args (dict, optional): command-line overrides (strings are parsed), above everything.
+
+    Raises:
+        UnknownModelError: the model name is unknown.
+        ConfigError: a hyperparameter is invalid or a key looks misspelt.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        self._cmd_args = dict(cmd_args or {})
+        missing = [str(f) for f in config_file_list or [] if not Path(f).is_file()]
+        if missing:
+            raise ConfigError(f"config file(s) not found: {', '.join(missing)}")
+        if isinstance(model, str):
+            model = registry.resolve_model_name(model)
+        super().__init__(model, dataset, config_file_list, config_dict)
+        self.final_config_dict["config_files"] = list(config_file_list or [])
+        self._check_keys()
+        if registry.is_plugin_model(self.model):
+            self.model_class.check_config(self)
+
+    # ------------------------------------------------------------------ RecBole hooks
+    def _load_cmd_line(self):
+        return {key: parse_value(value) for key, value in self._cmd_args.items()}
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None and isinstance(self.external_config_dict.get("model"), str):
+            model = registry.resolve_model_name(self.external_config_dict["model"])
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        self._update_internal_config_dict(str(OVERALL_YAML))
+        if model_class.type == ModelType.SEQUENTIAL:
+            self._update_internal_config_dict(str(PROTOCOL_YAML))
+        dataset_yaml = DATASET_YAML_DIR / f"{dataset}.yaml"
+        if dataset_yaml.is_file():
+            self._update_internal_config_dict(str(dataset_yaml))
+
+    def _set_default_parameters(self):
+        neg = self.final_config_dict.get("train_neg_sample_args")
+        if isinstance(neg, dict) and str(neg.get("distribution")).lower() == "none":
+            self.final_config_dict["train_neg_sample_args"] = None  # RecBole's own "no sampling" form
+        if "train_neg_sample_args" not in self.external_config_dict and "loss_type" in self.final_config_dict:
+            loss_type = self.final_config_dict["loss_type"]
+            current = self.final_config_dict.get("train_neg_sample_args")
+            if loss_type == "CE":
+                self.final_config_dict["train_neg_sample_args"] = None
+            elif loss_type == "BPR" and current is None:
+                self.final_config_dict["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)
+        super()._set_default_parameters()
+        self._default_load_col()
+
+    def _default_load_col(self):
+        """Load the id, rating and time columns the file has, unless ``load_col`` is set explicitly.
+
+        RecBole's default loads only user and item ids, so time-ordered leave-one-out (``order:
+        TO``) fails on any dataset without a dataset YAML; the file's header says what exists.
+        """
+        if "load_col" in self.external_config_dict:
+            return
+        header = _inter_header(self.final_config_dict)
+        if header is None:
+            return
+        wanted = [self.final_config_dict.get(k) for k in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")]
+        load_col = dict(self.final_config_dict.get("load_col") or {})
+        load_col["inter"] = [field for field in wanted if field in header]
+        self.final_config_dict["load_col"] = load_col
+        time_field = self.final_config_dict.get("TIME_FIELD")
+        order = (self.final_config_dict.get("eval_args") or {}).get("order")
+        if order == "TO" and time_field not in header:
+            raise ConfigError(
+                f"dataset {self.dataset!r} has no {time_field!r} column (columns: {', '.join(sorted(header))}), "
+                f"but the protocol orders each user's interactions by time (eval_args.order: TO). Add a "
+                f"'{time_field}:float' column (the row position within each user works if the file is in "
+                f"time order), or set TIME_FIELD to the column that holds time."
+            )
+
+    def _init_device(self):
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None and "gpu_id" not in self.external_config_dict:
+            self.final_config_dict["gpu_id"] = visible
+        super()._init_device()
+
+    # ------------------------------------------------------------------ checks
+    def _check_keys(self):
+        user_keys = set(self.file_config_dict) | set(self.variable_config_dict) | set(self.cmd_config_dict)
+        known = recbole_known_keys() | set(self.internal_config_dict)
+        plugin = registry.is_plugin_model(self.model)
+        model_keys = {p.key for p in self.model_class.PARAMS} if plugin else set()
+        problems, unread = [], []
+        for key in sorted(user_keys):
+            if key in model_keys or (key in known and not (plugin and key.startswith(PLUGIN_PREFIXES))):
+                continue
+            close = difflib.get_close_matches(key, sorted(known | model_keys), n=1, cutoff=0.8)
+            if plugin and key.startswith(PLUGIN_PREFIXES):
+                hint = f"; did you mean {close[0]!r}?" if close and close[0] in model_keys else ""
+                problems.append(f"{key!r} is not a key of {self.model}{hint}")
+            elif close:
+                problems.append(f"unknown key {key!r}; did you mean {close[0]!r}?")
+            else:
+                unread.append(key)
+        if problems:
+            allowed = f"\n  keys of {self.model}: {', '.join(sorted(model_keys))}" if model_keys else ""
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems) + allowed)
+        if unread:
+            getLogger().warning(f"config keys not read by RecBole or {self.model}: {', '.join(unread)}")
+
+
+def _inter_header(config):
+    """Return the field names in the header of the dataset's (first) ``.inter`` file, or None."""
+    folder = Path(config["data_path"])
+    name = config["dataset"]
+    suffixes = config.get("benchmark_filename") or [None]
+    path = folder / (f"{name}.{suffixes[0]}.inter" if suffixes[0] else f"{name}.inter")
+    if not path.is_file():
+        return None
+    with open(path, encoding=config.get("encoding") or "utf-8") as f:
+        line = f.readline().rstrip("\r\n")
+    separator = config.get("field_separator") or "\t"
+    return {column.split(":")[0] for column in line.split(separator)}
+
+
+def check_dataset_files(config):
+    """Fail clearly, before loading, when the dataset's atomic files are not on disk.
+
+    RecBole would otherwise try to download the dataset (a hang or a prompt without network).
+    ``allow_download: True`` lets RecBole's own downloader try.
+
+    Raises:
+        DatasetNotFoundError: saying which file is missing and where the atomic files go.
+    """
+    if config["allow_download"]:
+        return
+    folder = Path(config["data_path"])
+    name = config["dataset"]
+    suffixes = config["benchmark_filename"] or [None]
+    expected = [folder / (f"{name}.{s}.inter" if s else f"{name}.inter") for s in suffixes]
+    missing = [str(path) for path in expected if not path.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} not found: missing {', '.join(missing)}.\n"
+            f"  Put its RecBole atomic files ({name}.inter, optionally {name}.user / {name}.item) in "
+            f"{folder}{os.sep}, or point --data_path at the folder that contains {name}{os.sep}.\n"
+            "  Nothing is downloaded unless you pass --allow_download=True (RecBole's own "
+            "downloader; needs internet)."
+        )

@@ -1,0 +1,6 @@
+"""RecBole models of the package (each registered by name when ``recbole_hymoe`` is imported)."""
+
+from recbole_hymoe.models.base import EncoderOutput, MoESequentialRecommender
+from recbole_hymoe.models.hymoerec import HyMoERec
+
+__all__ = ["EncoderOutput", "HyMoERec", "MoESequentialRecommender"]

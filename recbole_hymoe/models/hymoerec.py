@@ -1,0 +1,210 @@
+"""HyMoERec: a hybrid (dense shared + sparse routed) Mixture-of-Experts sequential recommender.
+
+Reference:
+    Kunrong Li, Zhu Sun, Kwan Hui Lim. "HyMoERec: Hybrid Mixture-of-Experts for Sequential
+    Recommendation." AAAI 2026 (student abstract), arXiv 2511.06388. No official code exists.
+
+Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, E ``moe_num_experts``,
+K ``moe_top_k``, t optimizer steps so far.
+"""
+
+import re
+
+import torch
+from torch import nn
+
+from recbole_hymoe.blocks.hybrid_ffn import FUSIONS
+from recbole_hymoe.blocks.transformer import TransformerMoELayer
+from recbole_hymoe.models.base import LOSS_TYPES, EncoderOutput, MoESequentialRecommender
+from recbole_hymoe.models.params import Param, choice, integer, number, optional
+from recbole_hymoe.nn.attention import causal_attention_mask
+from recbole_hymoe.nn.ffn import ACTIVATIONS
+from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts
+from recbole_hymoe.nn.schedules import SCHEDULES, warmup_weight
+
+BACKBONES = ("transformer", "mamba")
+
+# RecBole SASRec parameter name -> HyMoERec parameter name (MoE parameters have no counterpart).
+_SASREC_KEY_MAP = (
+    (r"^LayerNorm\.", "layer_norm."),
+    (r"^trm_encoder\.layer\.(\d+)\.multi_head_attention\.LayerNorm\.", r"encoder.\1.attention.layer_norm."),
+    (r"^trm_encoder\.layer\.(\d+)\.multi_head_attention\.", r"encoder.\1.attention."),
+    (r"^trm_encoder\.layer\.(\d+)\.feed_forward\.LayerNorm\.", r"encoder.\1.feed_forward.layer_norm."),
+    (r"^trm_encoder\.layer\.(\d+)\.feed_forward\.", r"encoder.\1.feed_forward."),
+)
+
+
+class HyMoERec(MoESequentialRecommender):
+    """SASRec with every position-wise FFN replaced by a HyMoE block.
+
+    Per layer: ``h = LN(x + Dropout(MHA(x)))``, then
+    ``out = LN(h + Dropout(y_dense(h) + α · Σ_{k∈TopK(h)} g_k(h) f_k(h)))``, ``α = σ(a) · w(t)``;
+    loss ``L = L_rec + λ_lb Σ_blocks (Σ_e ḡ_e log ḡ_e + log E)`` (+ optional z-loss).
+
+    NOTE (decisions where the paper is silent, each a config key):
+        - host ``backbone: transformer`` is RecBole's SASRec layout; the paper does not name its
+          host (its baselines hint at Mamba4Rec; ``backbone: mamba`` is reserved for that host
+          and not available in this release);
+        - one learnable α logit per block, initialised at ``moe_alpha_init`` (σ(0) = 0.5);
+        - ``w(t)`` = ``moe_warmup_schedule`` over ``moe_warmup_steps`` optimizer steps, kept in
+          the ``moe_step`` buffer so checkpoints carry it;
+        - the dense branch and every expert are ``H -> moe_inner_size -> H`` MLPs with the
+          host's activation; dropout, residual and LayerNorm are the host FFN's;
+        - ḡ averages the full softmax over real tokens; the paper's ``Σ ḡ log ḡ`` is logged
+          shifted by ``log E`` (same gradient), summed over blocks;
+        - ``moe_fusion: convex``, ``moe_router: mlp``, ``moe_balance_loss: switch`` and the
+          z-loss are ablations, not the paper's method.
+        With ``moe_num_experts: 0`` the model is RecBole's SASRec (see :meth:`load_sasrec_weights`).
+    """
+
+    PARAMS = (
+        Param("backbone", choice(*BACKBONES)),
+        Param("hidden_size", integer(1)),
+        Param("n_layers", integer(1)),
+        Param("n_heads", integer(1)),
+        Param("inner_size", integer(1)),
+        Param("hidden_dropout_prob", number(0.0, 1.0)),
+        Param("attn_dropout_prob", number(0.0, 1.0)),
+        Param("hidden_act", choice(*ACTIVATIONS)),
+        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
+        Param("initializer_range", number(0.0, min_exclusive=True)),
+        Param("loss_type", choice(*LOSS_TYPES)),
+        Param("moe_num_experts", integer(0)),
+        Param("moe_top_k", integer()),
+        Param("moe_inner_size", optional(integer(1))),
+        Param("moe_router", choice(*ROUTERS)),
+        Param("moe_fusion", choice(*FUSIONS)),
+        Param("moe_alpha_init", number()),
+        Param("moe_warmup_steps", integer(0)),
+        Param("moe_warmup_schedule", choice(*SCHEDULES)),
+        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
+        Param("moe_balance_weight", number(0.0)),
+        Param("moe_z_loss_weight", number(0.0)),
+    )
+
+    @classmethod
+    def check_values(cls, values):
+        problems = []
+        if values["backbone"] == "mamba":
+            problems.append(
+                "backbone='mamba' (the Mamba4Rec host) is not available in this release yet; "
+                "use backbone='transformer'"
+            )
+        if values["hidden_size"] % values["n_heads"]:
+            problems.append(
+                f"hidden_size={values['hidden_size']} must be divisible by n_heads={values['n_heads']}"
+            )
+        experts, top_k = values["moe_num_experts"], values["moe_top_k"]
+        if experts > 0 and not 1 <= top_k <= experts:
+            problems.append(
+                f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts} "
+                "(or set moe_num_experts=0 to switch the sparse branch off)"
+            )
+        return problems
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # read hyperparameters
+        hp = self.hparams
+        self.hidden_size = hp["hidden_size"]
+        self.initializer_range = hp["initializer_range"]
+        self.num_experts = hp["moe_num_experts"]
+        self.warmup_steps = hp["moe_warmup_steps"]
+        self.warmup_schedule = hp["moe_warmup_schedule"]
+
+        # build modules
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        self.layer_norm = nn.LayerNorm(self.hidden_size, eps=hp["layer_norm_eps"])
+        self.dropout = nn.Dropout(hp["hidden_dropout_prob"])
+        self.encoder = nn.ModuleList(
+            TransformerMoELayer(
+                n_heads=hp["n_heads"],
+                hidden_size=self.hidden_size,
+                hidden_dropout_prob=hp["hidden_dropout_prob"],
+                attn_dropout_prob=hp["attn_dropout_prob"],
+                layer_norm_eps=hp["layer_norm_eps"],
+                inner_size=hp["inner_size"],
+                hidden_act=hp["hidden_act"],
+                num_experts=self.num_experts,
+                top_k=hp["moe_top_k"],
+                expert_inner_size=hp["moe_inner_size"] or hp["inner_size"],
+                router=hp["moe_router"],
+                fusion=hp["moe_fusion"],
+                alpha_init=hp["moe_alpha_init"],
+                balance_loss=hp["moe_balance_loss"],
+                balance_weight=hp["moe_balance_weight"],
+                z_loss_weight=hp["moe_z_loss_weight"],
+            )
+            for _ in range(hp["n_layers"])
+        )
+
+        # init weights
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        """RecBole SASRec's init: N(0, initializer_range²) weights, zero biases, unit LayerNorm."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        elif isinstance(module, Experts):
+            module.reset_parameters(std=self.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def moe_warmup(self):
+        """Return w(t) for the current step (a scalar tensor)."""
+        return warmup_weight(self.moe_step, self.warmup_steps, self.warmup_schedule)
+
+    def moe_alphas(self):
+        warmup = self.moe_warmup()
+        return {
+            f"encoder.{i}.feed_forward.moe": float(layer.feed_forward.alpha(warmup).detach())
+            for i, layer in enumerate(self.encoder)
+            if layer.feed_forward.moe is not None
+        }
+
+    def encode(self, item_seq, item_seq_len):
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)  # [L]
+        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B, L, H]
+        hidden = self.dropout(self.layer_norm(hidden))
+        attn_mask = causal_attention_mask(item_seq)  # [B, 1, L, L]
+        mask = item_seq != 0  # [B, L]
+        warmup = self.moe_warmup()
+        aux_loss = hidden.new_zeros(())
+        for layer in self.encoder:
+            hidden, moe_out = layer(hidden, attn_mask, mask, warmup)
+            if moe_out is not None:
+                aux_loss = aux_loss + moe_out.aux_loss
+        return EncoderOutput(hidden, aux_loss)
+
+    def load_sasrec_weights(self, sasrec_state_dict):
+        """Copy a RecBole SASRec ``state_dict`` into the shared (non-MoE) parameters.
+
+        Args:
+            sasrec_state_dict (dict): ``SASRec.state_dict()`` with the same sizes.
+
+        Raises:
+            KeyError: a SASRec parameter has no counterpart, or a shared parameter of this
+                model received no value.
+        """
+        mapped = {}
+        for key, value in sasrec_state_dict.items():
+            new_key = key
+            for pattern, replacement in _SASREC_KEY_MAP:
+                new_key, hits = re.subn(pattern, replacement, new_key)
+                if hits:
+                    break
+            mapped[new_key] = value
+        own = self.state_dict()
+        unknown = sorted(set(mapped) - set(own))
+        if unknown:
+            raise KeyError(f"SASRec parameters without a HyMoERec counterpart: {unknown}")
+        missing = sorted(k for k in own if k not in mapped and ".moe." not in k
+                         and not k.endswith("alpha_logit") and k != "moe_step")
+        if missing:
+            raise KeyError(f"HyMoERec parameters not provided by the SASRec state dict: {missing}")
+        self.load_state_dict(mapped, strict=False)

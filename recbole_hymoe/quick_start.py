@@ -1,0 +1,269 @@
+"""Train and evaluate a plugin or built-in model with RecBole's own pipeline; save a run folder.
+
+``run`` mirrors ``recbole.quick_start.run`` (RecBole's cannot see plugin model names through
+its Config) and adds what a comparison needs: the dataset checked before loading, one folder
+per run holding the checkpoint, the exact resolved config, the results table (markdown and
+JSON) and, for MoE models, the per-epoch expert telemetry.
+"""
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import datetime
+from importlib.metadata import version
+from logging import getLogger
+from pathlib import Path
+
+import torch
+import yaml
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+from recbole_hymoe.config import Config, check_dataset_files
+from recbole_hymoe.errors import ConfigError
+
+# Columns of the results table, in the protocol's order; every metric stays in results.json.
+TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10", "hit@50", "ndcg@50")
+# Keys RecBole derives while building a Config; a saved config.yaml leaves them out so it can
+# be passed back with --config_files.
+_DERIVED_KEYS = {
+    "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "single_spec", "local_rank",
+    "valid_neg_sample_args", "test_neg_sample_args", "valid_metric_bigger", "config_files",
+    "checkpoint_dir", "run_dir",
+}
+
+
+def run(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    cmd_args=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+):
+    """Train ``model`` on ``dataset``, evaluate the best-validation checkpoint on test.
+
+    Args:
+        model (str): plugin or built-in model name (case-insensitive).
+        dataset (str): dataset name (``ml-100k`` ships with RecBole).
+        config_file_list (list[str], optional): YAML files.
+        config_dict (dict, optional): overrides above the files.
+        cmd_args (dict, optional): command-line overrides, above everything.
+        saved (bool): keep the best checkpoint and test it (else test the last weights).
+        nproc, world_size, ip, port, group_offset: RecBole's multi-GPU arguments.
+
+    Returns:
+        dict: ``best_valid_score``, ``best_valid_result``, ``test_result``, ``run_dir``,
+        ``checkpoint`` and timing fields (also written to ``<run_dir>/results.json``).
+
+    Raises:
+        UnknownModelError, ConfigError, DatasetNotFoundError: before any data is loaded.
+    """
+    config = Config(model, dataset, config_file_list, config_dict, cmd_args)
+    check_dataset_files(config)
+    if nproc > 1 or world_size > 0:
+        return _run_distributed(model, dataset, config_file_list, config_dict, cmd_args, saved,
+                                nproc, world_size, ip, port, group_offset)
+    return train_and_evaluate(config, saved=saved)
+
+
+def train_and_evaluate(config, saved=True):
+    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``."""
+    run_dir = _prepare_run_dir(config)
+    init_seed(config["seed"], config["reproducibility"])
+    _reset_root_logger()
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    history = []
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data,
+        valid_data,
+        saved=saved,
+        show_progress=config["show_progress"],
+        callback_fn=lambda epoch, score: history.append((epoch, float(score))),
+    )
+    train_time = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_time = time.perf_counter() - start
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "best_valid_score": float(best_valid_score),
+        "valid_metric": config["valid_metric"],
+        "best_epoch": _best_epoch(history, config["valid_metric_bigger"]),
+        "epochs_run": len(trainer.train_loss_dict),
+        "best_valid_result": dict(best_valid_result or {}),
+        "test_result": dict(test_result or {}),
+        "valid_history": [{"epoch": e, "valid_score": s} for e, s in history],
+        "train_time_s": round(train_time, 3),
+        "test_time_s": round(test_time, 3),
+        "n_params": n_params,
+        "run_dir": str(run_dir),
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "versions": _versions(),
+        "command": sys.argv if sys.argv and sys.argv[0] else [],
+    }
+    if getattr(trainer, "moe_history", None):
+        result["moe_telemetry"] = trainer.moe_history
+    if config["local_rank"] == 0:
+        _write_run_folder(run_dir, config, result)
+        logger.info("results:\n" + results_table(result))
+        logger.info(f"run folder: {run_dir}")
+    return result
+
+
+def results_table(result):
+    """Return the markdown results table (best-validation epoch's valid and test metrics)."""
+    valid, test = result["best_valid_result"], result["test_result"]
+    metrics = [m for m in TABLE_METRICS if m in valid or m in test]
+    header = "| split | " + " | ".join(metrics) + " |"
+    rule = "|---|" + "---|" * len(metrics)
+    rows = [
+        f"| {name} | " + " | ".join(f"{values[m]:.4f}" if m in values else "–" for m in metrics) + " |"
+        for name, values in (("valid", valid), ("test", test))
+    ]
+    title = (
+        f"{result['model']} on {result['dataset']} (seed {result['seed']}): best valid "
+        f"{result['valid_metric']} at epoch {result['best_epoch']} of {result['epochs_run']}, "
+        f"train {result['train_time_s']:.1f} s"
+    )
+    return "\n".join([title, "", header, rule, *rows]) + "\n"
+
+
+def _best_epoch(history, bigger):
+    """Epoch RecBole kept as best (its early-stopping rule: ties move the best forward)."""
+    best_epoch, best = None, None
+    for epoch, score in history:
+        if best is None or (score >= best if bigger else score <= best):
+            best_epoch, best = epoch, score
+    return best_epoch
+
+
+def _prepare_run_dir(config):
+    """Create this run's folder and make it the checkpoint directory (no name collisions)."""
+    if config["run_dir"]:
+        run_dir = Path(config["run_dir"])
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        run_dir = Path(config["checkpoint_dir"]) / f"{config['model']}-{config['dataset']}-{stamp}"
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config["checkpoint_dir"] = str(run_dir)
+    config["run_dir"] = str(run_dir)
+    return run_dir
+
+
+def _reset_root_logger():
+    """Drop handlers left by an earlier run in this process (RecBole's init_logger adds, never replaces)."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _versions():
+    names = ("recbole-hymoe", "recbole", "torch", "numpy", "pandas")
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except Exception:  # noqa: BLE001 - an uninstalled distribution is just not recorded
+            continue
+    found["python"] = platform.python_version()
+    return found
+
+
+def reusable_config(config):
+    """Return the resolved config as plain data that ``--config_files`` accepts back."""
+    out = {}
+    for key, value in config.final_config_dict.items():
+        if key in _DERIVED_KEYS:
+            continue
+        if key == "data_path":
+            value = str(Path(value).parent)
+        if key == "train_neg_sample_args" and isinstance(value, dict) and value.get("distribution") == "none":
+            value = None
+        out[key] = _plain(value)
+    return out
+
+
+def _plain(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file, so no reader sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_run_folder(run_dir, config, result):
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(reusable_config(config), sort_keys=True))
+    write_atomic(run_dir / "results.json", json.dumps(result, indent=2, default=str))
+    write_atomic(run_dir / "results.md", results_table(result))
+
+
+def _run_distributed(model, dataset, config_file_list, config_dict, cmd_args, saved,
+                     nproc, world_size, ip, port, group_offset):
+    """RecBole's multi-process (DDP, NCCL) path, with workers that import this plugin."""
+    if not torch.cuda.is_available() or torch.cuda.device_count() < nproc:
+        raise ConfigError(
+            f"nproc={nproc} needs {nproc} CUDA GPUs (RecBole's distributed training uses NCCL); "
+            f"found {torch.cuda.device_count() if torch.cuda.is_available() else 0}. Use nproc=1 on CPU."
+        )
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    queue = mp.get_context("spawn").SimpleQueue()
+    shared = dict(config_dict or {})
+    shared.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    if not shared.get("run_dir"):  # one folder for all ranks
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        shared["run_dir"] = str(Path("saved") / f"{model}-{dataset}-{stamp}")
+    mp.spawn(
+        _distributed_worker,
+        args=(model, dataset, config_file_list, shared, cmd_args, saved, queue),
+        nprocs=nproc,
+        join=True,
+    )
+    return None if queue.empty() else queue.get()
+
+
+def _distributed_worker(rank, model, dataset, config_file_list, config_dict, cmd_args, saved, queue):
+    config = Config(model, dataset, config_file_list, {**config_dict, "local_rank": rank}, cmd_args)
+    result = train_and_evaluate(config, saved=saved)
+    if config["local_rank"] == 0:
+        queue.put(result)
+    torch.distributed.destroy_process_group()

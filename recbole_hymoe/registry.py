@@ -1,0 +1,160 @@
+"""Name -> class registry that makes plugin models visible to every RecBole lookup.
+
+RecBole finds a model by importing ``recbole.model.<kind>.<name.lower()>`` (``get_model``), a
+trainer by ``getattr(recbole.trainer, name + "Trainer")`` (``get_trainer``) and its default
+YAML only inside its own package. Registering a model therefore
+
+1. aliases the model's module in ``sys.modules`` under RecBole's module path, so ``get_model``
+   in every module (including the copies bound at import time in ``recbole.quick_start``),
+   ``load_data_and_model`` and Ray workers find it without patching;
+2. optionally exposes ``<Name>Trainer`` on ``recbole.trainer``;
+3. lets one wrapper around ``Config._update_internal_config_dict`` read
+   ``yaml/model/<Name>.yaml`` right after ``overall.yaml``, exactly where RecBole reads a built-in
+   model's YAML, so dataset YAML, files, dicts and the command line still override it.
+"""
+
+import difflib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import recbole
+import recbole.model
+import recbole.trainer
+from recbole.config.configurator import Config as _RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_hymoe.errors import UnknownModelError
+
+YAML_DIR = Path(__file__).resolve().parent.parent / "yaml"
+
+_KIND_PACKAGES = {
+    ModelType.GENERAL: "general_recommender",
+    ModelType.CONTEXT: "context_aware_recommender",
+    ModelType.SEQUENTIAL: "sequential_recommender",
+    ModelType.KNOWLEDGE: "knowledge_aware_recommender",
+}
+# exlib_recommender is left out on purpose: importing it needs lightgbm and xgboost.
+_SEARCHED_PACKAGES = tuple(_KIND_PACKAGES.values())
+
+_models = {}  # canonical name -> class
+_yaml_files = {}  # canonical name -> Path
+_aliases = {}  # lower-case alias -> canonical name (plugin and built-in)
+
+
+def _module_path(kind, name):
+    return f"recbole.model.{kind}.{name.lower()}"
+
+
+def _recbole_has_module(name):
+    for kind in _SEARCHED_PACKAGES:
+        path = _module_path(kind, name)
+        if importlib.util.find_spec(path) is not None:
+            return path
+    return None
+
+
+def register_model(cls, yaml_file, trainer=None, aliases=()):
+    """Make ``cls`` findable by name everywhere RecBole looks.
+
+    Args:
+        cls (type): a RecBole recommender class; ``cls.__name__`` is its public name.
+        yaml_file (Path): its default configuration.
+        trainer (type, optional): trainer class exposed as ``recbole.trainer.<Name>Trainer``.
+        aliases (Iterable[str]): extra names accepted case-insensitively (e.g. ``"Fuxi-MME"``).
+
+    Raises:
+        ValueError: the name is taken by a RecBole built-in or another plugin model.
+    """
+    name = cls.__name__
+    if name in _models:
+        if _models[name] is cls:
+            return
+        raise ValueError(f"model name {name!r} is already registered by {_models[name].__module__}")
+    kind = _KIND_PACKAGES[cls.type]
+    taken = _recbole_has_module(name)
+    if taken is not None:
+        raise ValueError(f"model name {name!r} would shadow RecBole's built-in module {taken}")
+    if not Path(yaml_file).is_file():
+        raise FileNotFoundError(f"default configuration of {name} not found: {yaml_file}")
+
+    module = sys.modules[cls.__module__]
+    alias_path = _module_path(kind, name)
+    sys.modules[alias_path] = module
+    setattr(importlib.import_module(f"recbole.model.{kind}"), name.lower(), module)
+    if trainer is not None:
+        setattr(recbole.trainer, f"{name}Trainer", trainer)
+
+    _models[name] = cls
+    _yaml_files[name] = Path(yaml_file)
+    for alias in (name, *aliases):
+        _aliases[alias.lower()] = name
+
+
+def plugin_models():
+    """Return the names of the registered plugin models, sorted."""
+    return sorted(_models)
+
+
+def builtin_models():
+    """Return the names of RecBole's built-in models (one default YAML each), sorted."""
+    model_dir = Path(recbole.__file__).parent / "properties" / "model"
+    return sorted(p.stem for p in model_dir.glob("*.yaml") if p.stem not in ("lightgbm", "xgboost"))
+
+
+def is_plugin_model(name):
+    """Return True if ``name`` is a registered plugin model's canonical name."""
+    return name in _models
+
+
+def model_yaml(name):
+    """Return the default YAML path of plugin model ``name``."""
+    return _yaml_files[name]
+
+
+def resolve_model_name(name):
+    """Return the canonical spelling of a plugin or built-in model name (case-insensitive).
+
+    Raises:
+        UnknownModelError: listing the plugin and built-in names, with close matches first.
+    """
+    if not isinstance(name, str):
+        return name
+    if name in _models:
+        return name
+    key = name.lower()
+    if key in _aliases:
+        return _aliases[key]
+    builtins = {b.lower(): b for b in builtin_models()}
+    if key in builtins:
+        return builtins[key]
+    close = difflib.get_close_matches(key, [*_aliases, *builtins], n=3, cutoff=0.6)
+    suggestion = ""
+    if close:
+        spelled = [_aliases.get(c) or builtins[c] for c in close]
+        suggestion = f" Did you mean {', '.join(dict.fromkeys(spelled))}?"
+    raise UnknownModelError(
+        f"unknown model {name!r}.{suggestion}\n"
+        f"  plugin models: {', '.join(plugin_models())}\n"
+        f"  RecBole built-in models: {', '.join(builtin_models())}"
+    )
+
+
+def _load_plugin_yaml_after_overall(update):
+    def _update_internal_config_dict(self, file):
+        config_dict = update(self, file)
+        model = getattr(self, "model", None)
+        if os.path.basename(file) == "overall.yaml" and model in _models:
+            update(self, str(_yaml_files[model]))
+        return config_dict
+
+    _update_internal_config_dict.__recbole_hymoe_original__ = update
+    return _update_internal_config_dict
+
+
+def install_config_hook():
+    """Wrap ``Config._update_internal_config_dict`` once so plugin YAML loads like built-in YAML."""
+    current = _RecBoleConfig._update_internal_config_dict
+    if not hasattr(current, "__recbole_hymoe_original__"):
+        _RecBoleConfig._update_internal_config_dict = _load_plugin_yaml_after_overall(current)

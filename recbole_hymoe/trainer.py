@@ -1,0 +1,57 @@
+"""RecBole's Trainer plus per-epoch expert telemetry for the package's MoE models."""
+
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+COLLAPSE_SHARE = 0.8
+
+
+class MoETrainer(Trainer):
+    """RecBole ``Trainer`` that logs routing statistics after each training epoch.
+
+    Per MoE layer it logs α (and the model's w(t)), each expert's token share and mean gate
+    and the usage entropy, to RecBole's log and to tensorboard (``MoE/<layer>/…``), and warns
+    when one expert takes more than 80 % of the real tokens (expert collapse, the failure the
+    HyMoERec paper's balance loss is there to prevent). ``moe_history`` keeps one record per
+    epoch for the run folder.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.moe_history = []
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        has_moe = hasattr(self.model, "moe_layers") and self.model.moe_layers()
+        if has_moe:
+            self.model.reset_moe_usage()
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        if has_moe:
+            self._log_moe_telemetry(epoch_idx, self.model.moe_telemetry())
+        return losses
+
+    def _log_moe_telemetry(self, epoch_idx, telemetry):
+        self.moe_history.append({"epoch": epoch_idx, **telemetry})
+        self.tensorboard.add_scalar("MoE/warmup", telemetry["warmup"], epoch_idx)
+        lines = [f"step {telemetry['step']}, w(t) {telemetry['warmup']:.3f}"]
+        for name, stats in telemetry["layers"].items():
+            shares = " ".join(f"{s:.3f}" for s in stats["token_share"])
+            gates = " ".join(f"{g:.3f}" for g in stats["mean_gate"])
+            alpha = f"alpha {stats['alpha']:.4f}, " if "alpha" in stats else ""
+            lines.append(
+                f"{name}: {alpha}token share [{shares}], mean gate [{gates}], "
+                f"usage entropy {stats['usage_entropy']:.4f}"
+            )
+            for key in ("alpha", "usage_entropy", "max_share"):
+                if key in stats:
+                    self.tensorboard.add_scalar(f"MoE/{name}/{key}", stats[key], epoch_idx)
+            for e, (share, gate) in enumerate(zip(stats["token_share"], stats["mean_gate"])):
+                self.tensorboard.add_scalar(f"MoE/{name}/token_share_{e}", share, epoch_idx)
+                self.tensorboard.add_scalar(f"MoE/{name}/mean_gate_{e}", gate, epoch_idx)
+            if stats["max_share"] > COLLAPSE_SHARE:
+                expert = stats["token_share"].index(stats["max_share"])
+                self.logger.warning(
+                    f"epoch {epoch_idx}: {name}: expert {expert} takes {stats['max_share']:.1%} of "
+                    f"real tokens (> {COLLAPSE_SHARE:.0%}); the experts are collapsing — consider "
+                    "a larger moe_balance_weight"
+                )
+        self.logger.info(set_color(f"epoch {epoch_idx} experts", "green") + ": " + "; ".join(lines))

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned stack and install recbole-hymoe into it (editable).
+# RecBole 1.2.1 goes in with --no-deps: its metadata pins ray<=2.6.3 (dead on numpy 2), so its
+# real runtime dependencies are pinned in requirements.txt instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+VENV="${VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install --quiet --upgrade pip
+$PIP install --quiet "torch==2.13.0"            # CPU wheel where one is provided; CUDA users: install their torch build first
+$PIP install --quiet -r requirements.txt
+$PIP install --quiet --no-deps "recbole==1.2.1"
+$PIP install --quiet --no-deps -e .
+"$VENV/bin/python" -c "import recbole_hymoe, recbole; print('recbole-hymoe', recbole_hymoe.__version__, 'on recbole', recbole.__version__)"
