@@ -17,11 +17,12 @@ from recbole_hymoe import registry  # noqa: E402  (RecBole must be repaired firs
 registry.install_config_hook()
 
 from recbole_hymoe.config import Config  # noqa: E402
+from recbole_hymoe.data import RegimeDataset  # noqa: E402
 from recbole_hymoe.models import HyMoERec  # noqa: E402
 from recbole_hymoe.trainer import MoETrainer  # noqa: E402
 
 for _model in (HyMoERec,):
-    registry.register_model(_model, _model.yaml_file(), trainer=MoETrainer)
+    registry.register_model(_model, _model.yaml_file(), trainer=MoETrainer, dataset=RegimeDataset)
 
 from recbole_hymoe.quick_start import run  # noqa: E402
 

@@ -3,6 +3,7 @@
 import argparse
 import sys
 
+from recbole_hymoe.config import parse_value
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
 from recbole_hymoe.quick_start import results_table, run
 
@@ -77,4 +78,67 @@ def run_recbole_main(argv=None):
         print("\n" + results_table(result))
         print(f"run folder: {result['run_dir']}")
         print(f"checkpoint: {result['checkpoint']}")
+    return 0
+
+
+def run_speed_main(argv=None):
+    """``run_speed``: time training steps, evaluation and memory of the regimes and models.
+
+    Returns:
+        int: 0 on success, 2 for bad input.
+    """
+    from recbole_hymoe.bench.speed import run_speed_benchmark, speed_table
+
+    parser = argparse.ArgumentParser(
+        prog="run_speed",
+        description="Speed benchmark: RecBole SASRec (prefix), the SASRec-equivalent and HyMoERec in both "
+        "training regimes, timed in one process; ratios against RecBole SASRec. Any other "
+        "--key=value overrides a config key for every variant.",
+    )
+    parser.add_argument("--dataset", "-d", default="ml-100k")
+    parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out", default="results/speed", help="folder for speed.json and speed.md")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
+        report = run_speed_benchmark(
+            args.dataset, args.config_files.split() if args.config_files else None, overrides,
+            steps=args.steps, rounds=args.rounds, out_dir=args.out, threads=args.threads,
+        )
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"run_speed: error: {err}", file=sys.stderr)
+        return 2
+    print(speed_table(report))
+    print(f"written to {args.out}")
+    return 0
+
+
+def run_time_to_quality_main(argv=None):
+    """``run_time_to_quality``: train each run of a spec to early stop; report time and quality.
+
+    Returns:
+        int: 0 on success, 2 for bad input.
+    """
+    from recbole_hymoe.bench.quality import run_time_to_quality, ttq_table
+
+    parser = argparse.ArgumentParser(
+        prog="run_time_to_quality",
+        description="Train every run of a time-to-quality spec (yaml/experiment/ttq-*.yaml) to early stop and "
+        "report wall time, epochs, best valid NDCG@10 and test metrics; resumes an interrupted "
+        "benchmark. Any other --key=value overrides a config key for every run.",
+    )
+    parser.add_argument("--spec", required=True, help="spec file")
+    parser.add_argument("--out", required=True, help="results folder")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
+        report = run_time_to_quality(args.spec, args.out, overrides)
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"run_time_to_quality: error: {err}", file=sys.stderr)
+        return 2
+    print(ttq_table(report))
+    print(f"written to {args.out}")
     return 0

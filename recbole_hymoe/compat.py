@@ -13,6 +13,10 @@ and torch. The catalogue (F1..F12) is documented in the project README ("Compati
 | seqfill     | F5    | ``pd.read_csv`` seen by ``recbole.data.dataset.dataset`` fills ``*seq`` NaN |
 | agglen      | F6    | ``Series.agg(len)`` is row-wise again for ``recbole.*`` callers          |
 | gradscaler  | F11   | ``amp`` of ``recbole.trainer.trainer`` -> ``torch.amp.GradScaler("cuda")`` |
+| anomaly     | new   | ``recbole.model.sequential_recommender.sine`` calls                      |
+|             |       | ``torch.autograd.set_detect_anomaly(True)`` at import, so every RecBole   |
+|             |       | process records a stack trace per op and NaN-checks every gradient        |
+|             |       | (measured: ≈ 25 % of a training step); switched back off                  |
 | warnings    | F5 F11| silence two harmless warnings raised inside RecBole only: torch's "NumPy  |
 |             |       | array is not writable" (the DataFrame is discarded right after) and the   |
 |             |       | ``ChainedAssignmentError`` of the no-op ``fillna`` that seqfill replaces  |
@@ -191,6 +195,14 @@ def _repair_gradscaler():
     importlib.import_module("recbole.trainer.trainer").amp = _AmpWithDeviceScaler()
 
 
+def _repair_anomaly():
+    # Importing RecBole's sequential models imports SINE, whose module turns autograd anomaly
+    # detection on for the whole process. Turn it off again; a user who wants anomaly mode
+    # enables it after importing recbole_hymoe.
+    importlib.import_module("recbole.model.sequential_recommender")
+    torch.autograd.set_detect_anomaly(False)
+
+
 def _repair_warnings():
     warnings.filterwarnings(
         "ignore", message="The given NumPy array is not writable", category=UserWarning, module=r"recbole\."
@@ -205,6 +217,7 @@ REPAIRS = {
     "seqfill": _repair_seqfill,
     "agglen": _repair_agglen,
     "gradscaler": _repair_gradscaler,
+    "anomaly": _repair_anomaly,
     "warnings": _repair_warnings,
 }
 

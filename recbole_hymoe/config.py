@@ -29,7 +29,7 @@ from pathlib import Path
 import recbole
 import yaml
 from recbole.config.configurator import Config as RecBoleConfig
-from recbole.utils import ModelType
+from recbole.utils import InputType, ModelType
 from recbole.utils.argument_list import (
     dataset_arguments,
     evaluation_arguments,
@@ -38,6 +38,7 @@ from recbole.utils.argument_list import (
 )
 
 from recbole_hymoe import registry
+from recbole_hymoe.data import check_regime
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
 
 PROTOCOL_YAML = registry.YAML_DIR / "protocol" / "loo-full.yaml"
@@ -47,6 +48,9 @@ DATASET_YAML_DIR = registry.YAML_DIR / "dataset"
 # Keys that belong to the plugin's model families: an unread one is an error, not a warning.
 PLUGIN_PREFIXES = ("moe_", "mamba_", "rope_", "hyp_", "vgae_", "graph_", "fuxi_")
 _DEFAULT_NEG_SAMPLING = {"distribution": "uniform", "sample_num": 1}
+# A batch of the all_positions regime holds whole sequences, not single targets: RecBole's 2048
+# would be one step per ml-100k epoch. 128 is SASRec's original batch size (a default only).
+ALL_POSITIONS_BATCH_SIZE = 128
 
 
 def parse_value(text):
@@ -116,7 +120,10 @@ class Config(RecBoleConfig):
         super().__init__(model, dataset, config_file_list, config_dict)
         self.final_config_dict["config_files"] = list(config_file_list or [])
         self._check_keys()
-        if registry.is_plugin_model(self.model):
+        plugin = registry.is_plugin_model(self.model)
+        if self.model_class.type == ModelType.SEQUENTIAL:
+            check_regime(self, supports_all_positions=plugin)
+        if plugin:
             self.model_class.check_config(self)
 
     # ------------------------------------------------------------------ RecBole hooks
@@ -138,17 +145,22 @@ class Config(RecBoleConfig):
             self._update_internal_config_dict(str(dataset_yaml))
 
     def _set_default_parameters(self):
-        neg = self.final_config_dict.get("train_neg_sample_args")
+        final = self.final_config_dict
+        neg = final.get("train_neg_sample_args")
         if isinstance(neg, dict) and str(neg.get("distribution")).lower() == "none":
-            self.final_config_dict["train_neg_sample_args"] = None  # RecBole's own "no sampling" form
-        if "train_neg_sample_args" not in self.external_config_dict and "loss_type" in self.final_config_dict:
-            loss_type = self.final_config_dict["loss_type"]
-            current = self.final_config_dict.get("train_neg_sample_args")
-            if loss_type == "CE":
-                self.final_config_dict["train_neg_sample_args"] = None
-            elif loss_type == "BPR" and current is None:
-                self.final_config_dict["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)
+            final["train_neg_sample_args"] = None  # RecBole's own "no sampling" form
+        loss_type = final.get("loss_type")
+        if "train_neg_sample_args" not in self.external_config_dict and loss_type is not None:
+            # CE and SSM need no sampled rows; all-positions BPR draws its negatives in the model.
+            if loss_type in ("CE", "SSM") or final.get("train_regime") == "all_positions":
+                final["train_neg_sample_args"] = None
+            elif loss_type == "BPR" and final.get("train_neg_sample_args") is None:
+                final["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)
+        if final.get("train_regime") == "all_positions" and "train_batch_size" not in self.external_config_dict:
+            final["train_batch_size"] = ALL_POSITIONS_BATCH_SIZE
         super()._set_default_parameters()
+        if loss_type == "SSM" and "MODEL_INPUT_TYPE" not in final:
+            final["MODEL_INPUT_TYPE"] = InputType.POINTWISE  # RecBole knows only CE and BPR
         self._default_load_col()
 
     def _default_load_col(self):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 import yaml
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
 from recbole_hymoe.config import Config, check_dataset_files
+from recbole_hymoe.data import prepare_data
 from recbole_hymoe.errors import ConfigError
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
@@ -84,9 +84,8 @@ def train_and_evaluate(config, saved=True):
     logger = getLogger()
     logger.info(config)
 
-    dataset = create_dataset(config)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -94,16 +93,14 @@ def train_and_evaluate(config, saved=True):
     n_params = sum(p.numel() for p in model.parameters())
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
-    history = []
+    history = _record_validation(trainer)
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
-        train_data,
-        valid_data,
-        saved=saved,
-        show_progress=config["show_progress"],
-        callback_fn=lambda epoch, score: history.append((epoch, float(score))),
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     train_time = time.perf_counter() - start
+    for record in history:
+        record["elapsed_s"] = round(record["elapsed_s"] - start, 3)
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_time = time.perf_counter() - start
@@ -112,13 +109,14 @@ def train_and_evaluate(config, saved=True):
         "model": config["model"],
         "dataset": config["dataset"],
         "seed": config["seed"],
+        "train_regime": config["train_regime"],
         "best_valid_score": float(best_valid_score),
         "valid_metric": config["valid_metric"],
         "best_epoch": _best_epoch(history, config["valid_metric_bigger"]),
         "epochs_run": len(trainer.train_loss_dict),
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result or {}),
-        "valid_history": [{"epoch": e, "valid_score": s} for e, s in history],
+        "valid_history": history,
         "train_time_s": round(train_time, 3),
         "test_time_s": round(test_time, 3),
         "n_params": n_params,
@@ -157,10 +155,34 @@ def results_table(result):
 def _best_epoch(history, bigger):
     """Epoch RecBole kept as best (its early-stopping rule: ties move the best forward)."""
     best_epoch, best = None, None
-    for epoch, score in history:
+    for record in history:
+        score = record["valid_score"]
         if best is None or (score >= best if bigger else score <= best):
-            best_epoch, best = epoch, score
+            best_epoch, best = record["epoch"], score
     return best_epoch
+
+
+def _record_validation(trainer):
+    """Make ``trainer`` append each validation's epoch, score, metrics and clock to a list.
+
+    RecBole's ``fit`` reports only the score to its callback; learning curves need every metric.
+
+    Returns:
+        list[dict]: filled during ``fit`` (``elapsed_s`` is ``time.perf_counter()`` at the end
+        of each validation).
+    """
+    history = []
+    validate = trainer._valid_epoch
+
+    def _valid_epoch(valid_data, show_progress=False):
+        score, result = validate(valid_data, show_progress=show_progress)
+        history.append({"epoch": max(trainer.train_loss_dict),  # the epoch just trained
+                        "valid_score": float(score), "valid_result": dict(result),
+                        "elapsed_s": time.perf_counter()})
+        return score, result
+
+    trainer._valid_epoch = _valid_epoch
+    return history
 
 
 def _prepare_run_dir(config):

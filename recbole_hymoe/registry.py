@@ -55,13 +55,15 @@ def _recbole_has_module(name):
     return None
 
 
-def register_model(cls, yaml_file, trainer=None, aliases=()):
+def register_model(cls, yaml_file, trainer=None, dataset=None, aliases=()):
     """Make ``cls`` findable by name everywhere RecBole looks.
 
     Args:
         cls (type): a RecBole recommender class; ``cls.__name__`` is its public name.
         yaml_file (Path): its default configuration.
         trainer (type, optional): trainer class exposed as ``recbole.trainer.<Name>Trainer``.
+        dataset (type, optional): dataset class exposed as ``recbole.data.dataset.<Name>Dataset``
+            (what RecBole's ``create_dataset`` builds for the model).
         aliases (Iterable[str]): extra names accepted case-insensitively (e.g. ``"Fuxi-MME"``).
 
     Raises:
@@ -85,6 +87,8 @@ def register_model(cls, yaml_file, trainer=None, aliases=()):
     setattr(importlib.import_module(f"recbole.model.{kind}"), name.lower(), module)
     if trainer is not None:
         setattr(recbole.trainer, f"{name}Trainer", trainer)
+    if dataset is not None:
+        setattr(importlib.import_module("recbole.data.dataset"), f"{name}Dataset", dataset)
 
     _models[name] = cls
     _yaml_files[name] = Path(yaml_file)

@@ -84,13 +84,11 @@ def run_cli(args, cwd, timeout=600):
 
 def build_data(model, overrides):
     """Config, dataset and loaders for ``model`` with ``overrides`` (RecBole's own pipeline)."""
-    from recbole.data import create_dataset, data_preparation
-
     from recbole_hymoe import Config
+    from recbole_hymoe.data import prepare_data
 
     config = Config(model=model, dataset=overrides.get("dataset", "mini"), config_dict=overrides)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
     return config, dataset, train_data, valid_data, test_data
 
 

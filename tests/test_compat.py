@@ -181,3 +181,13 @@ def test_clean_argv_hides_the_command_line(monkeypatch):
     with compat.clean_argv():
         assert sys.argv == ["prog"]
     assert sys.argv == ["prog", "--learning_rate=0.5"]
+
+
+def test_autograd_anomaly_detection_is_switched_back_off(tmp_path):
+    # RecBole's sine.py turns it on for the whole process when its models are imported.
+    code = """
+    import torch, recbole_hymoe
+    assert not torch.is_anomaly_enabled(), "anomaly detection on"
+    print("OK")
+    """
+    assert_needs("anomaly", code, tmp_path, "anomaly detection on")

@@ -11,6 +11,7 @@ as it is, so with α = 0 the block is the host's FFN), as is the ``convex`` fusi
 import torch
 from torch import nn
 
+from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import get_activation
 from recbole_hymoe.nn.moe import SparseMoE
 
@@ -68,7 +69,7 @@ class HybridFeedForward(nn.Module):
         self.act = get_activation(hidden_act)
         self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.dropout = Dropout(hidden_dropout_prob)
         self.moe = None
         if num_experts > 0:
             self.moe = SparseMoE(
@@ -91,24 +92,32 @@ class HybridFeedForward(nn.Module):
         return torch.sigmoid(self.alpha_logit) * warmup
 
     def forward(self, hidden, mask, warmup=1.0):
-        """Apply the block.
+        """Apply the block to the real tokens; padding positions pass through unchanged.
+
+        Only real tokens are computed (dense branch and experts alike): padding states are never
+        read downstream (masked as attention keys, never gathered), so skipping them changes no
+        real output and saves the padded share of the FFN work.
 
         Args:
             hidden (FloatTensor): [B, L, H].
-            mask (BoolTensor): [B, L], True for real tokens (padding is never routed).
+            mask (BoolTensor): [B, L], True for real tokens.
             warmup (float or FloatTensor): w(t) ∈ [0, 1].
 
         Returns:
-            tuple: output [B, L, H] and the :class:`~recbole_hymoe.nn.moe.MoEOutput` (None
-            without a sparse branch).
+            tuple: output [B, L, H] and the :class:`~recbole_hymoe.nn.moe.MoEOutput` of the N
+            real tokens (None without a sparse branch).
         """
-        y = self.dense_2(self.act(self.dense_1(hidden)))
+        flat = hidden.reshape(-1, hidden.size(-1))  # [B·L, H]
+        token_idx = mask.reshape(-1).nonzero(as_tuple=True)[0]  # [N]
+        tokens = flat.index_select(0, token_idx)  # [N, H]
+        y = self.dense_2(self.act(self.dense_1(tokens)))
         moe_out = None
         if self.moe is not None:
-            moe_out = self.moe(hidden, mask)
+            moe_out = self.moe(tokens)
             alpha = self.alpha(warmup)
             if self.fusion == "additive":
                 y = y + alpha * moe_out.hidden
             else:
                 y = (1.0 - alpha) * y + alpha * moe_out.hidden
-        return self.layer_norm(self.dropout(y) + hidden), moe_out
+        out = self.layer_norm(self.dropout(y) + tokens)  # [N, H]
+        return flat.index_copy(0, token_idx, out).reshape(hidden.shape), moe_out

@@ -1,5 +1,6 @@
 """Transformer host layer of HyMoERec: RecBole SASRec's layer with the HyMoE block as its FFN."""
 
+import torch
 from torch import nn
 
 from recbole_hymoe.blocks.hybrid_ffn import HybridFeedForward
@@ -30,7 +31,22 @@ class TransformerMoELayer(nn.Module):
             **ffn_kwargs,
         )
 
-    def forward(self, hidden, attn_mask, mask, warmup=1.0):
-        """Args: hidden [B, L, H]; attn_mask [B, 1, L, L] additive; mask [B, L] real tokens;
-        warmup w(t). Returns: ([B, L, H], MoEOutput or None)."""
-        return self.feed_forward(self.attention(hidden, attn_mask), mask, warmup)
+    def forward(self, hidden, attn_mask, mask, warmup=1.0, query_index=None):
+        """Apply the layer.
+
+        Args:
+            hidden (FloatTensor): [B, L, H].
+            attn_mask (FloatTensor): [B, 1, L, L] additive, see
+                :func:`~recbole_hymoe.nn.attention.causal_attention_mask`.
+            mask (BoolTensor): [B, L], True for real tokens.
+            warmup (float or FloatTensor): w(t) of the HyMoE block.
+            query_index (LongTensor, optional): [B]; compute the output at this one position
+                per sequence only (the last layer when only the last state is needed).
+
+        Returns:
+            tuple: [B, L, H] (or [B, 1, H] with ``query_index``) and the MoEOutput or None.
+        """
+        hidden = self.attention(hidden, attn_mask, query_index)
+        if query_index is not None:
+            mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)  # [B, 1]
+        return self.feed_forward(hidden, mask, warmup)

@@ -2,8 +2,10 @@
 
 Every plugin model subclasses :class:`MoESequentialRecommender` and provides ``PARAMS`` (the
 keys it reads), ``encode`` (per-position hidden states and the auxiliary loss) and its item
-table; strict config reads, losses, ``predict``, ``full_sort_predict``, the MoE step counter and
-expert telemetry live here once.
+table; strict config reads, both training regimes (``prefix``: loss at the last position;
+``all_positions``: loss at every real position, see :mod:`recbole_hymoe.data`), the CE / BPR /
+sampled-softmax losses, ``predict``, ``full_sort_predict``, the MoE step counter and expert
+telemetry live here once.
 
 Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, E experts, K top-k.
 """
@@ -16,11 +18,18 @@ from recbole.model.loss import BPRLoss
 from torch import nn
 
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.models.params import read_params
+from recbole_hymoe.models.params import Param, choice, integer, number, read_params
+from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
 from recbole_hymoe.nn.moe import SparseMoE
 from recbole_hymoe.registry import YAML_DIR
 
-LOSS_TYPES = ("CE", "BPR")
+LOSS_TYPES = ("CE", "BPR", "SSM")
+# Loss keys every model reads (models prepend their own keys).
+LOSS_PARAMS = (
+    Param("loss_type", choice(*LOSS_TYPES)),
+    Param("n_negatives", integer(1)),
+    Param("temperature", number(0.0, min_exclusive=True)),
+)
 
 
 class EncoderOutput(NamedTuple):
@@ -42,7 +51,7 @@ class MoESequentialRecommender(SequentialRecommender):
     :meth:`check_values` with cross-key checks and override :meth:`item_table`.
     """
 
-    PARAMS = ()
+    PARAMS = LOSS_PARAMS
 
     @classmethod
     def yaml_file(cls):
@@ -74,67 +83,115 @@ class MoESequentialRecommender(SequentialRecommender):
         super().__init__(config, dataset)
         self.hparams = self.check_config(config)
         self.loss_type = self.hparams["loss_type"]
-        self.bpr_loss = BPRLoss() if self.loss_type == "BPR" else None
+        self.n_negatives = self.hparams["n_negatives"]
+        self.temperature = self.hparams["temperature"]
+        self.train_regime = config["train_regime"]
+        self.bpr_loss = BPRLoss()
         # Optimizer steps taken so far; advanced by training-mode calculate_loss only and saved
         # with every checkpoint, so a warm-up schedule survives save -> load -> resume.
         self.register_buffer("moe_step", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------------------- encoding
-    def encode(self, item_seq, item_seq_len):
+    def encode(self, item_seq, item_seq_len, last_only=False):
         """Encode sequences.
 
         Args:
             item_seq (LongTensor): [B, L], 0 = padding, right-padded.
             item_seq_len (LongTensor): [B], number of real items.
+            last_only (bool): only the state at position ``item_seq_len - 1`` is needed; a model
+                may then return hidden [B, 1, H] holding just that state (and skip work).
 
         Returns:
-            EncoderOutput: hidden [B, L, H] and the auxiliary loss.
+            EncoderOutput: hidden [B, L, H] (or [B, 1, H], see ``last_only``) and the aux loss.
         """
         raise NotImplementedError
 
+    def last_state(self, item_seq, item_seq_len):
+        """Encode and return the state at each sequence's last real position, with the aux loss.
+
+        Returns:
+            tuple: FloatTensor [B, H] and the auxiliary loss (scalar).
+        """
+        item_seq = self._trim(item_seq, item_seq_len)
+        encoded = self.encode(item_seq, item_seq_len, last_only=True)
+        hidden = encoded.hidden
+        if hidden.size(1) == 1:
+            return hidden[:, 0], encoded.aux_loss
+        return self.gather_indexes(hidden, item_seq_len - 1), encoded.aux_loss
+
     def forward(self, item_seq, item_seq_len):
         """Return the user state at the last real position, [B, H]."""
-        return self.gather_indexes(self.encode(item_seq, item_seq_len).hidden, item_seq_len - 1)
+        return self.last_state(item_seq, item_seq_len)[0]
+
+    @staticmethod
+    def _trim(item_seq, item_seq_len):
+        """Drop padding columns beyond the batch's longest sequence (causal models ignore them)."""
+        return item_seq[:, : int(item_seq_len.max())]
 
     def item_table(self):
         """Return the item representations scored against user states, [n_items, H]."""
         return self.item_embedding.weight
 
     # ----------------------------------------------------------------------------- training
-    def rec_loss(self, seq_output, interaction):
-        """Recommendation loss of user states ``seq_output`` [B, H] for the batch's targets."""
-        pos_items = interaction[self.POS_ITEM_ID]
+    def rec_loss(self, user, targets, negatives=None):
+        """Recommendation loss of user states ``user`` [N, H] for target items ``targets`` [N].
+
+        CE: softmax over all items; SSM: sampled softmax over ``n_negatives`` uniform negatives
+        (:func:`~recbole_hymoe.nn.losses.sampled_softmax_loss`); BPR: against ``negatives`` [N]
+        (RecBole's sampler in the prefix regime, which avoids the user's own items) or, when
+        None, one uniform negative per row. Scores are dot products divided by ``temperature``.
+        """
+        table = self.item_table()
+        if self.loss_type == "SSM":
+            return sampled_softmax_loss(user, table, targets, self.n_negatives, self.temperature)
         if self.loss_type == "BPR":
-            table = self.item_table()
-            neg_items = interaction[self.NEG_ITEM_ID]
-            pos_score = (seq_output * table[pos_items]).sum(-1)  # [B]
-            neg_score = (seq_output * table[neg_items]).sum(-1)  # [B]
+            if negatives is None:
+                negatives = torch.randint(1, table.size(0), targets.shape, device=targets.device)
+            pos_score = self._scaled((user * table[targets]).sum(-1))  # [N]
+            neg_score = self._scaled((user * table[negatives]).sum(-1))  # [N]
             return self.bpr_loss(pos_score, neg_score)
-        logits = seq_output @ self.item_table().t()  # [B, n_items]
-        return nn.functional.cross_entropy(logits, pos_items)
+        logits = self._scaled(user @ table.t())  # [N, n_items]
+        return nn.functional.cross_entropy(logits, targets)
+
+    def _scaled(self, scores):
+        """Divide scores by the temperature (skipped at 1: a full pass over [N, n_items])."""
+        return scores if self.temperature == 1.0 else scores / self.temperature
 
     def calculate_loss(self, interaction):
-        """Return ``(rec_loss, aux_loss)``; RecBole sums them for backward and logs each."""
-        item_seq = interaction[self.ITEM_SEQ]
+        """Return ``(rec_loss, aux_loss)``; RecBole sums them for backward and logs each.
+
+        ``prefix``: the loss at each sequence's last position for the interaction's target.
+        ``all_positions``: the loss at every real position for the next item (the interaction's
+        target after the last one), averaged over real positions.
+        """
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        encoded = self.encode(item_seq, item_seq_len)
-        seq_output = self.gather_indexes(encoded.hidden, item_seq_len - 1)
-        rec_loss = self.rec_loss(seq_output, interaction)
+        last_target = interaction[self.POS_ITEM_ID]
+        if self.train_regime == "all_positions":
+            item_seq = self._trim(interaction[self.ITEM_SEQ], item_seq_len)
+            encoded = self.encode(item_seq, item_seq_len)
+            targets = next_item_targets(item_seq, item_seq_len, last_target)  # [B, L]
+            real = item_seq != 0  # [B, L]
+            rec_loss = self.rec_loss(encoded.hidden[real], targets[real])  # [N, H], [N]
+            aux_loss = encoded.aux_loss
+        else:
+            negatives = interaction[self.NEG_ITEM_ID] if self.NEG_ITEM_ID in interaction else None
+            user, aux_loss = self.last_state(interaction[self.ITEM_SEQ], item_seq_len)  # [B, H]
+            rec_loss = self.rec_loss(user, last_target, negatives)
         if self.training:
             self.moe_step += 1
-        return rec_loss, encoded.aux_loss
+        return rec_loss, aux_loss
 
     # ----------------------------------------------------------------------------- scoring
     def predict(self, interaction):
         """Score the interaction's item for each user, [B]."""
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         items = self.item_table()[interaction[self.ITEM_ID]]  # [B, H]
-        return (seq_output * items).sum(-1)
+        return self._scaled((seq_output * items).sum(-1))
 
     def full_sort_predict(self, interaction):
         """Score every item for each user, [B, n_items]."""
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_table().t()
+        return self._scaled(seq_output @ self.item_table().t())
 
     # ----------------------------------------------------------------------------- telemetry
     def moe_layers(self):

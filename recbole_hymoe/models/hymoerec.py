@@ -15,9 +15,10 @@ from torch import nn
 
 from recbole_hymoe.blocks.hybrid_ffn import FUSIONS
 from recbole_hymoe.blocks.transformer import TransformerMoELayer
-from recbole_hymoe.models.base import LOSS_TYPES, EncoderOutput, MoESequentialRecommender
+from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender
 from recbole_hymoe.models.params import Param, choice, integer, number, optional
 from recbole_hymoe.nn.attention import causal_attention_mask
+from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import ACTIVATIONS
 from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts
 from recbole_hymoe.nn.schedules import SCHEDULES, warmup_weight
@@ -68,7 +69,6 @@ class HyMoERec(MoESequentialRecommender):
         Param("hidden_act", choice(*ACTIVATIONS)),
         Param("layer_norm_eps", number(0.0, min_exclusive=True)),
         Param("initializer_range", number(0.0, min_exclusive=True)),
-        Param("loss_type", choice(*LOSS_TYPES)),
         Param("moe_num_experts", integer(0)),
         Param("moe_top_k", integer()),
         Param("moe_inner_size", optional(integer(1))),
@@ -80,6 +80,7 @@ class HyMoERec(MoESequentialRecommender):
         Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
         Param("moe_balance_weight", number(0.0)),
         Param("moe_z_loss_weight", number(0.0)),
+        *LOSS_PARAMS,
     )
 
     @classmethod
@@ -117,7 +118,7 @@ class HyMoERec(MoESequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.layer_norm = nn.LayerNorm(self.hidden_size, eps=hp["layer_norm_eps"])
-        self.dropout = nn.Dropout(hp["hidden_dropout_prob"])
+        self.dropout = Dropout(hp["hidden_dropout_prob"])
         self.encoder = nn.ModuleList(
             TransformerMoELayer(
                 n_heads=hp["n_heads"],
@@ -167,7 +168,7 @@ class HyMoERec(MoESequentialRecommender):
             if layer.feed_forward.moe is not None
         }
 
-    def encode(self, item_seq, item_seq_len):
+    def encode(self, item_seq, item_seq_len, last_only=False):
         positions = torch.arange(item_seq.size(1), device=item_seq.device)  # [L]
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B, L, H]
         hidden = self.dropout(self.layer_norm(hidden))
@@ -175,8 +176,10 @@ class HyMoERec(MoESequentialRecommender):
         mask = item_seq != 0  # [B, L]
         warmup = self.moe_warmup()
         aux_loss = hidden.new_zeros(())
-        for layer in self.encoder:
-            hidden, moe_out = layer(hidden, attn_mask, mask, warmup)
+        for i, layer in enumerate(self.encoder):
+            last_layer = i == len(self.encoder) - 1
+            query_index = item_seq_len - 1 if last_only and last_layer else None
+            hidden, moe_out = layer(hidden, attn_mask, mask, warmup, query_index)
             if moe_out is not None:
                 aux_loss = aux_loss + moe_out.aux_loss
         return EncoderOutput(hidden, aux_loss)

@@ -50,7 +50,8 @@ def test_fusion_follows_its_equation(fusion):
     out, moe_out = block(x, mask, warmup=warmup)
     alpha = torch.sigmoid(torch.tensor(0.3)) * warmup
     dense = block.dense_2(block.act(block.dense_1(x)))
-    fused = dense + alpha * moe_out.hidden if fusion == "additive" else (1 - alpha) * dense + alpha * moe_out.hidden
+    sparse = moe_out.hidden.reshape(x.shape)  # [N, H] of the real tokens; all are real here
+    fused = dense + alpha * sparse if fusion == "additive" else (1 - alpha) * dense + alpha * sparse
     assert torch.allclose(out, block.layer_norm(fused + x), atol=1e-6)
 
 
@@ -67,3 +68,16 @@ def test_alpha_and_experts_receive_gradient_after_warmup():
 def test_unknown_fusion_is_rejected():
     with pytest.raises(ValueError, match="fusion='sum'"):
         make_block(fusion="sum")
+
+
+def test_padding_positions_pass_through_and_do_not_change_real_outputs():
+    block = make_block().eval()
+    x = torch.randn(2, 5, 8)
+    mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])
+    out, moe_out = block(x, mask)
+    assert torch.equal(out[~mask], x[~mask])
+    assert moe_out.hidden.shape == (4, 8) and moe_out.expert_load.sum().item() == 4 * 2
+    wild = x.clone()
+    wild[~mask] = 1e3 * torch.randn(int((~mask).sum()), 8)
+    out_wild, _ = block(wild, mask)
+    assert torch.allclose(out_wild[mask], out[mask], atol=1e-6)

@@ -126,9 +126,11 @@ def test_telemetry_reports_alpha_share_gate_and_entropy(data, make_model):
     assert telemetry["step"] == 1 and telemetry["warmup"] == 1.0
     assert len(telemetry["layers"]) == 2
     real_tokens = int((batch["item_id_list"] != 0).sum())
-    for stats in telemetry["layers"].values():
+    first, last = telemetry["layers"].values()
+    assert first["tokens"] == real_tokens
+    assert last["tokens"] == len(batch)  # prefix regime: the last layer computes the last position only
+    for stats in (first, last):
         assert stats["alpha"] == pytest.approx(0.5)  # σ(0) · w = 0.5 · 1
-        assert stats["tokens"] == real_tokens
         assert sum(stats["token_share"]) == pytest.approx(1.0)
         assert sum(stats["mean_gate"]) == pytest.approx(1.0)
         assert 0.0 <= stats["usage_entropy"] <= torch.log(torch.tensor(4.0)).item() + 1e-6

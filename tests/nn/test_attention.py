@@ -33,3 +33,15 @@ def test_attention_is_causal():
     changed[:, 4:] = torch.randn(1, 2, 16)
     mask = causal_attention_mask(item_seq)
     assert torch.allclose(layer(hidden, mask)[:, :4], layer(changed, mask)[:, :4], atol=1e-6)
+
+
+def test_attention_at_one_query_equals_the_full_computation_there():
+    layer = MultiHeadAttention(2, 16, 0.0, 0.0, 1e-12).eval()
+    item_seq = torch.tensor([[3, 5, 2, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]])
+    hidden = torch.randn(3, 6, 16)
+    mask = causal_attention_mask(item_seq)
+    last = torch.tensor([2, 5, 0])
+    full = layer(hidden, mask)
+    single = layer(hidden, mask, query_index=last)
+    assert single.shape == (3, 1, 16)
+    assert torch.allclose(single[:, 0], full[torch.arange(3), last], atol=1e-6)

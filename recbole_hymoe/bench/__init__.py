@@ -1,0 +1,1 @@
+"""Benchmarks: speed (step time, throughput, memory) and time to quality."""

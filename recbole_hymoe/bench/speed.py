@@ -1,0 +1,229 @@
+"""Speed benchmark: training-step time, throughput, evaluation time and peak memory, in one process.
+
+Every variant is built with RecBole's own pipeline (Config -> dataset -> loaders -> model ->
+Trainer's optimizer) on the same data. Measurements are interleaved in rounds (variant A, B,
+… then again) and summarised by the median, and every figure is also given as a ratio to
+RecBole's SASRec (prefix regime) measured in the same run, because absolute seconds drift on a
+shared machine.
+
+Measured per variant:
+
+- ``step_s``: one training step (forward, backward, optimizer step) on a batch already in
+  memory; ``seq_per_s`` (rows of the batch per second) and ``pos_per_s`` (supervised positions
+  per second: one per row in the prefix regime, every real position in the all-positions one);
+- ``epoch_s``: median step time × steps per epoch (data loading excluded, measured apart as
+  ``load_s_per_epoch``);
+- ``eval_s``: one full-sort evaluation of the validation split (RecBole's Trainer.evaluate);
+- ``peak_rss_gb``: how far the process's resident memory rose above its level before the
+  variant was built, while its data, model and trainer were built, trained and evaluated
+  (sampled every 5 ms).
+"""
+
+import gc
+import json
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from recbole.utils import get_model, get_trainer, init_seed
+
+from recbole_hymoe.compat import clean_argv
+from recbole_hymoe.config import Config, check_dataset_files
+from recbole_hymoe.data import prepare_data
+from recbole_hymoe.quick_start import write_atomic
+
+
+@dataclass
+class Variant:
+    """One model configuration to time."""
+
+    label: str
+    model: str
+    overrides: dict = field(default_factory=dict)
+
+
+DEFAULT_VARIANTS = (
+    Variant("RecBole SASRec (prefix)", "SASRec", {"train_regime": "prefix"}),
+    Variant("SASRec-equivalent (prefix)", "HyMoERec", {"moe_num_experts": 0, "train_regime": "prefix"}),
+    Variant("SASRec-equivalent (all_positions)", "HyMoERec", {"moe_num_experts": 0, "train_regime": "all_positions"}),
+    Variant("HyMoERec (prefix)", "HyMoERec", {"train_regime": "prefix"}),
+    Variant("HyMoERec (all_positions)", "HyMoERec", {"train_regime": "all_positions"}),
+)
+
+
+class _PeakRSS:
+    """Sample this process's resident memory in a background thread; keep the maximum."""
+
+    def __init__(self, interval=0.005):
+        self.interval = interval
+        self.peak = 0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+class _Prepared:
+    """A variant's data, model, trainer and a few training batches held in memory."""
+
+    def __init__(self, variant, dataset, config_file_list, base, n_batches):
+        overrides = {**base, **variant.overrides, "show_progress": False, "state": "ERROR"}
+        with clean_argv():
+            self.config = Config(variant.model, dataset, config_file_list, config_dict=overrides)
+        check_dataset_files(self.config)
+        init_seed(self.config["seed"], self.config["reproducibility"])
+        _, self.train_data, self.valid_data, _ = prepare_data(self.config)
+        self.model = get_model(self.config["model"])(self.config, self.train_data._dataset)
+        self.model = self.model.to(self.config["device"])
+        self.trainer = get_trainer(self.config["MODEL_TYPE"], self.config["model"])(self.config, self.model)
+        start = time.perf_counter()
+        batches = [batch for batch in self.train_data]  # one full pass: the loading cost of an epoch
+        self.load_s_per_epoch = time.perf_counter() - start
+        self.steps_per_epoch = len(batches)
+        self.rows_per_epoch = sum(len(b) for b in batches)
+        self.batches = [b.to(self.config["device"]) for b in batches[:n_batches]]
+        self.regime = self.config["train_regime"]
+        self.model_name = self.config["model"]
+
+    def positions(self, batch):
+        """Supervised positions in ``batch``."""
+        if self.regime == "all_positions":
+            return int((batch[self.model.ITEM_SEQ] != 0).sum())
+        return len(batch)
+
+    def step(self, batch):
+        """One optimizer step, as RecBole's Trainer takes it."""
+        self.model.train()
+        self.trainer.optimizer.zero_grad()
+        losses = self.model.calculate_loss(batch)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        loss.backward()
+        self.trainer.optimizer.step()
+
+    def evaluate(self):
+        start = time.perf_counter()
+        self.trainer.evaluate(self.valid_data, load_best_model=False)
+        return time.perf_counter() - start
+
+
+def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None, variants=DEFAULT_VARIANTS,
+                        steps=5, rounds=3, out_dir=None, threads=None):
+    """Time every variant on ``dataset``; return (and optionally write) the results.
+
+    Args:
+        dataset (str): dataset name.
+        config_file_list (list[str], optional): config files shared by all variants.
+        overrides (dict, optional): config overrides shared by all variants (a variant's own win).
+        variants (Iterable[Variant]): what to time; the first is the reference of the ratios.
+        steps (int): timed training steps per variant and round.
+        rounds (int): rounds of interleaved measurements.
+        out_dir (str or Path, optional): where to write ``speed.json`` and ``speed.md``.
+        threads (int, optional): ``torch.set_num_threads`` (default: leave as is).
+
+    Returns:
+        dict: ``rows`` (one dict per variant) and ``meta``.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    base = dict(overrides or {})
+    results, prepared, peaks = [], [], {}
+    for variant in variants:
+        gc.collect()
+        before = psutil.Process().memory_info().rss
+        with _PeakRSS() as memory:
+            item = _Prepared(variant, dataset, config_file_list, base, n_batches=steps + 1)
+            item.step(item.batches[0])  # warm-up: first-call allocations and thread pools
+            item.evaluate()
+        peaks[variant.label] = memory.peak - before
+        prepared.append((variant, item))
+    step_times = {v.label: [] for v in variants}
+    eval_times = {v.label: [] for v in variants}
+    for _ in range(rounds):
+        for variant, item in prepared:
+            for batch in item.batches[1 : steps + 1]:
+                start = time.perf_counter()
+                item.step(batch)
+                step_times[variant.label].append((time.perf_counter() - start, batch))
+            eval_times[variant.label].append(item.evaluate())
+    for variant, item in prepared:
+        timings = step_times[variant.label]
+        step_s = statistics.median(t for t, _ in timings)
+        rows = statistics.mean(len(b) for _, b in timings)
+        positions = statistics.mean(item.positions(b) for _, b in timings)
+        results.append({
+            "variant": variant.label,
+            "model": item.model_name,
+            "train_regime": item.regime,
+            "overrides": variant.overrides,
+            "batch_rows": rows,
+            "batch_positions": positions,
+            "steps_per_epoch": item.steps_per_epoch,
+            "step_s": step_s,
+            "seq_per_s": rows / step_s,
+            "pos_per_s": positions / step_s,
+            "epoch_s": step_s * item.steps_per_epoch,
+            "load_s_per_epoch": item.load_s_per_epoch,
+            "eval_s": statistics.median(eval_times[variant.label]),
+            "peak_rss_gb": peaks[variant.label] / 2**30,
+        })
+    reference = results[0]
+    for row in results:
+        row["step_ratio"] = row["step_s"] / reference["step_s"]
+        row["epoch_ratio"] = row["epoch_s"] / reference["epoch_s"]
+        row["eval_ratio"] = row["eval_s"] / reference["eval_s"]
+    report = {
+        "rows": results,
+        "meta": {
+            "dataset": dataset,
+            "config_files": list(config_file_list or []),
+            "overrides": base,
+            "steps": steps,
+            "rounds": rounds,
+            "threads": torch.get_num_threads(),
+            "device": str(prepared[0][1].config["device"]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "speed.json", json.dumps(report, indent=2, default=str))
+        write_atomic(out_dir / "speed.md", speed_table(report))
+    return report
+
+
+def speed_table(report):
+    """Markdown table of a :func:`run_speed_benchmark` report, ratios against the first row."""
+    meta = report["meta"]
+    lines = [
+        f"Speed on {meta['dataset']} ({meta['device']}, {meta['threads']} threads, median of "
+        f"{meta['steps']} steps × {meta['rounds']} rounds; ratios vs the first row, same run)",
+        "",
+        "| variant | step s | × | seq/s | pos/s | steps/epoch | epoch s | × | eval s | × | RSS rise GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['variant']} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | {r['seq_per_s']:.0f} | "
+            f"{r['pos_per_s']:.0f} | {r['steps_per_epoch']} | {r['epoch_s']:.1f} | {r['epoch_ratio']:.3f} | "
+            f"{r['eval_s']:.2f} | {r['eval_ratio']:.2f} | {r['peak_rss_gb']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"

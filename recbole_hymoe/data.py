@@ -1,0 +1,129 @@
+"""Training regimes: RecBole's prefix samples, or one window per user with a loss at every position.
+
+``prefix`` (RecBole's native regime): every prefix of a training sequence is a sample, its loss
+at the last position. ``all_positions``: each user's training sequence is fed once per epoch,
+cut into windows of ``MAX_ITEM_LIST_LENGTH``, and the model predicts the next item at every
+position (autoregressive training, as in SASRec's original code, HSTU and FuXi-α). Both regimes
+see the same training targets; validation and test stay RecBole's full-sort evaluation of the
+same split, so their numbers are comparable.
+
+The all-positions windows are chosen among RecBole's own prefix rows of the training split: the
+row whose target is a user's k-th item carries the (up to) ``L`` items before it, so as a window
+it supervises the targets ``k-L+1 … k``, each predicted from the items before it in the window. ``train_windows: tiled`` keeps the rows with targets
+``n, n-L, n-2L, …`` (n = the user's last training target): non-overlapping windows that cover
+every training target once. ``train_windows: last`` keeps only the latest window per user
+(SASRec's original truncation; targets older than L items are never trained on).
+"""
+
+import numpy as np
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.data.dataloader import TrainDataLoader
+from recbole.data.dataset import SequentialDataset
+
+from recbole_hymoe.errors import ConfigError
+
+TRAIN_REGIMES = ("prefix", "all_positions")
+TRAIN_WINDOWS = ("tiled", "last")
+
+
+def check_regime(config, supports_all_positions):
+    """Raise :class:`ConfigError` for an unknown or unsupported ``train_regime`` / ``train_windows``."""
+    regime, windows = config["train_regime"], config["train_windows"]
+    if regime not in TRAIN_REGIMES:
+        raise ConfigError(f"train_regime={regime!r} must be one of {list(TRAIN_REGIMES)}")
+    if windows not in TRAIN_WINDOWS:
+        raise ConfigError(f"train_windows={windows!r} must be one of {list(TRAIN_WINDOWS)}")
+    if regime == "all_positions" and not supports_all_positions:
+        raise ConfigError(
+            f"train_regime='all_positions' needs a model that computes a loss at every position; "
+            f"{config['model']} (a RecBole built-in) trains on the last position only. Use "
+            "train_regime='prefix', or HyMoERec with moe_num_experts=0 as the SASRec equivalent."
+        )
+
+
+def window_rows(user_ids, max_len, windows):
+    """Pick the prefix rows that become all-positions training windows.
+
+    Args:
+        user_ids (ndarray): [R] user of each prefix row; each user's rows are contiguous and in
+            time order (as RecBole's leave-one-out split leaves them).
+        max_len (int): L, the window length.
+        windows (str): ``tiled`` or ``last``.
+
+    Returns:
+        ndarray: sorted row indices; per user the last row, and with ``tiled`` every L-th row
+        before it.
+    """
+    user_ids = np.asarray(user_ids)
+    if len(user_ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]])
+    ends = np.r_[starts[1:], len(user_ids)] - 1  # last row of each user
+    if windows == "last":
+        return ends
+    step = max_len
+    rows = [np.arange(end, start - 1, -step)[::-1] for start, end in zip(starts, ends)]
+    return np.concatenate(rows)
+
+
+class RegimeDataset(SequentialDataset):
+    """RecBole's ``SequentialDataset`` whose training split follows ``train_regime``.
+
+    Registered as ``recbole.data.dataset.<Model>Dataset`` for the package's models, so RecBole's
+    ``create_dataset`` (and ``load_data_and_model``) builds it. ``prefix_train`` keeps RecBole's
+    untouched prefix rows of the training split (e.g. for a user-item graph of training data).
+    """
+
+    def build(self):
+        train, valid, test = super().build()
+        self.prefix_train = train
+        if self.config["train_regime"] == "all_positions":
+            rows = window_rows(
+                train.inter_feat[self.uid_field].numpy(), self.max_item_list_len, self.config["train_windows"]
+            )
+            train = train.copy(train.inter_feat[rows])
+        return [train, valid, test]
+
+
+class LengthBucketedTrainDataLoader(TrainDataLoader):
+    """RecBole's training loader whose batches group sequences of similar length.
+
+    Each epoch: a random permutation (RecBole's seeded generator) is cut into chunks of
+    ``BUCKET_BATCHES`` batches, each chunk is sorted by sequence length and cut into batches, and
+    the batch order is shuffled. Same rows and batch count as RecBole's loader; batches carry
+    less padding, which the package's models trim (measured on ML-1M, L = 200: ≈ 0.65× step
+    time). Used for the all-positions regime when ``train_length_bucketing`` is on.
+    """
+
+    BUCKET_BATCHES = 50
+
+    def _batches(self):
+        lengths = self._dataset.inter_feat[self._dataset.item_list_length_field]
+        order = torch.randperm(len(lengths), generator=self.generator)
+        chunk = self.step * self.BUCKET_BATCHES
+        batches = []
+        for start in range(0, len(order), chunk):
+            piece = order[start : start + chunk]
+            piece = piece[torch.argsort(lengths[piece], stable=True)]
+            batches.extend(piece.split(self.step))
+        shuffle = torch.randperm(len(batches), generator=self.generator)
+        return [batches[i].numpy() for i in shuffle]
+
+    def __iter__(self):
+        for index in self._batches():
+            yield self.collate_fn(index)
+
+
+def prepare_data(config):
+    """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
+    in the all-positions regime when ``train_length_bucketing`` is on.
+
+    Returns:
+        tuple: dataset, train, valid and test loaders.
+    """
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if config["train_regime"] == "all_positions" and config["train_length_bucketing"]:
+        train_data = LengthBucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)
+    return dataset, train_data, valid_data, test_data

@@ -1,0 +1,63 @@
+"""Speed and time-to-quality benchmarks run on small data, write their reports, resume."""
+
+import json
+
+import pytest
+import yaml
+
+from recbole_hymoe.bench import quality
+from recbole_hymoe.bench.speed import Variant, run_speed_benchmark
+from recbole_hymoe.errors import ConfigError
+
+pytestmark = pytest.mark.integration
+
+
+def test_speed_benchmark_reports_ratios_against_the_first_variant(tiny_config, tmp_path):
+    variants = [
+        Variant("SASRec (prefix)", "SASRec", {"train_regime": "prefix"}),
+        Variant("HyMoERec (all_positions)", "HyMoERec", {"train_regime": "all_positions"}),
+    ]
+    report = run_speed_benchmark("mini", overrides=tiny_config, variants=variants, steps=2, rounds=1,
+                                 out_dir=tmp_path / "speed")
+    first, second = report["rows"]
+    assert first["step_ratio"] == 1.0 and first["epoch_ratio"] == 1.0
+    assert second["step_ratio"] == pytest.approx(second["step_s"] / first["step_s"])
+    assert second["pos_per_s"] > second["seq_per_s"]  # several supervised positions per sequence
+    assert first["pos_per_s"] == pytest.approx(first["seq_per_s"])
+    assert all(row["peak_rss_gb"] >= 0 and row["eval_s"] > 0 for row in report["rows"])
+    assert json.loads((tmp_path / "speed" / "speed.json").read_text())["rows"][1]["variant"] == second["variant"]
+    assert "HyMoERec (all_positions)" in (tmp_path / "speed" / "speed.md").read_text()
+
+
+def test_time_to_quality_runs_resumes_and_compares_with_the_reference(tiny_config, tmp_path, monkeypatch):
+    spec = {
+        "dataset": "mini",
+        "overrides": {**tiny_config, "epochs": 2},
+        "runs": [
+            {"label": "SASRec (prefix)", "model": "SASRec"},
+            {"label": "HyMoERec all", "model": "HyMoERec", "overrides": {"train_regime": "all_positions"}},
+        ],
+    }
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    report = quality.run_time_to_quality(spec_file, tmp_path / "ttq")
+    reference, other = report["rows"]
+    assert reference["to_reference_ratio"] == 1.0
+    assert reference["epochs_run"] == 2 and reference["time_to_best_s"] > 0
+    assert other["train_regime"] == "all_positions"
+    assert (tmp_path / "ttq" / "hymoerec-all" / "results.json").is_file()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(quality, "run", must_not_train)
+    again = quality.run_time_to_quality(spec_file, tmp_path / "ttq")
+    assert again["rows"] == report["rows"]
+
+
+def test_time_to_quality_spec_problems_are_listed(tmp_path):
+    spec_file = tmp_path / "bad.yaml"
+    spec_file.write_text(yaml.safe_dump({"runs": [{"label": "a"}, {"label": "a", "model": "SASRec"}]}))
+    with pytest.raises(ConfigError) as err:
+        quality.load_spec(spec_file)
+    assert "missing 'dataset'" in str(err.value) and "runs[0]" in str(err.value) and "unique" in str(err.value)
