@@ -4,9 +4,11 @@ Differences from ``recbole.config.Config`` (everything else is RecBole's):
 
 - model names resolve case-insensitively and through aliases (``Fuxi-MME``); an unknown name
   fails at once, listing plugin and built-in names;
-- after RecBole's own defaults it reads ``yaml/overall.yaml``, the evaluation protocol
-  ``yaml/protocol/loo-full.yaml`` (sequential models) and ``yaml/dataset/<dataset>.yaml`` when
-  present; config files, ``config_dict`` and ``cmd_args`` still override them;
+- besides RecBole's own defaults it reads ``yaml/overall.yaml`` (for plugin models right after
+  RecBole's ``overall.yaml``, before the model YAML), then, after RecBole's dataset and
+  quick-start YAML, the evaluation protocol ``yaml/protocol/loo-full.yaml`` (sequential models)
+  and ``yaml/dataset/<dataset>.yaml`` when present; config files, ``config_dict`` and
+  ``cmd_args`` still override them;
 - it never reads ``sys.argv`` (RecBole's does, F9): command-line overrides arrive explicitly
   as ``cmd_args`` and keep their top priority; values are parsed with ``ast.literal_eval``,
   never ``eval``;
@@ -137,7 +139,8 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        self._update_internal_config_dict(str(OVERALL_YAML))
+        if not registry.is_plugin_model(model):  # plugin models got it right after RecBole's overall.yaml
+            self._update_internal_config_dict(str(OVERALL_YAML))
         if model_class.type == ModelType.SEQUENTIAL:
             self._update_internal_config_dict(str(PROTOCOL_YAML))
         dataset_yaml = DATASET_YAML_DIR / f"{dataset}.yaml"
@@ -180,13 +183,8 @@ class Config(RecBoleConfig):
         self.final_config_dict["load_col"] = load_col
         time_field = self.final_config_dict.get("TIME_FIELD")
         order = (self.final_config_dict.get("eval_args") or {}).get("order")
-        if order == "TO" and time_field not in header:
-            raise ConfigError(
-                f"dataset {self.dataset!r} has no {time_field!r} column (columns: {', '.join(sorted(header))}), "
-                f"but the protocol orders each user's interactions by time (eval_args.order: TO). Add a "
-                f"'{time_field}:float' column (the row position within each user works if the file is in "
-                f"time order), or set TIME_FIELD to the column that holds time."
-            )
+        # Without a time column the package's sequential datasets order interactions by file row.
+        self.final_config_dict["time_from_file_order"] = order == "TO" and time_field not in header
 
     def _init_device(self):
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -20,6 +20,7 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.dataset import SequentialDataset
+from recbole.utils import FeatureSource, FeatureType, ModelType
 
 from recbole_hymoe.errors import ConfigError
 
@@ -73,7 +74,36 @@ class RegimeDataset(SequentialDataset):
     Registered as ``recbole.data.dataset.<Model>Dataset`` for the package's models, so RecBole's
     ``create_dataset`` (and ``load_data_and_model``) builds it. ``prefix_train`` keeps RecBole's
     untouched prefix rows of the training split (e.g. for a user-item graph of training data).
+
+    Two repairs of the time field:
+
+    - a dataset without a time column is ordered by its rows: the time field is filled with the
+      row position in the file (``time_from_file_order`` is then True; time-aware models refuse
+      such data unless told not to read time);
+    - timestamps are shifted to start at 0 before RecBole turns them into float32 tensors, whose
+      resolution at today's Unix times is 128 s; differences (all a model may use) keep 1-s
+      resolution for spans up to about 190 days and 32 s up to 12 years.
     """
+
+    time_from_file_order = False
+
+    def _load_inter_feat(self, token, dataset_path):
+        super()._load_inter_feat(token, dataset_path)
+        field = self.time_field
+        if field is None:
+            return
+        if field not in self.inter_feat.columns:
+            self.inter_feat[field] = np.arange(len(self.inter_feat), dtype=np.float64)
+            self.field2type[field] = FeatureType.FLOAT
+            self.field2source[field] = FeatureSource.INTERACTION
+            self.field2seqlen[field] = 1
+            self.field2bucketnum[field] = 2
+            self.time_from_file_order = True
+            self.logger.warning(
+                f"dataset {token!r} has no {field!r} column: interactions are ordered by their row in the file"
+            )
+        else:
+            self.inter_feat[field] = self.inter_feat[field] - self.inter_feat[field].min()
 
     def build(self):
         train, valid, test = super().build()
@@ -117,12 +147,16 @@ class LengthBucketedTrainDataLoader(TrainDataLoader):
 
 def prepare_data(config):
     """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
-    in the all-positions regime when ``train_length_bucketing`` is on.
+    in the all-positions regime when ``train_length_bucketing`` is on (and, for RecBole's own
+    sequential models on data without a time column, :class:`RegimeDataset`'s row order).
 
     Returns:
         tuple: dataset, train, valid and test loaders.
     """
-    dataset = create_dataset(config)
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
+        dataset = RegimeDataset(config)  # a built-in model on data without time: order by rows
+    else:
+        dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if config["train_regime"] == "all_positions" and config["train_length_bucketing"]:
         train_data = LengthBucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)

@@ -8,9 +8,10 @@ YAML only inside its own package. Registering a model therefore
    in every module (including the copies bound at import time in ``recbole.quick_start``),
    ``load_data_and_model`` and Ray workers find it without patching;
 2. optionally exposes ``<Name>Trainer`` on ``recbole.trainer``;
-3. lets one wrapper around ``Config._update_internal_config_dict`` read
-   ``yaml/model/<Name>.yaml`` right after ``overall.yaml``, exactly where RecBole reads a built-in
-   model's YAML, so dataset YAML, files, dicts and the command line still override it.
+3. lets one wrapper around ``Config._update_internal_config_dict`` read ``yaml/overall.yaml``
+   (the plugin's own settings) and ``yaml/model/<Name>.yaml`` right after RecBole's
+   ``overall.yaml``, exactly where RecBole reads a built-in model's YAML, so dataset YAML,
+   files, dicts and the command line still override them.
 """
 
 import difflib
@@ -112,6 +113,11 @@ def is_plugin_model(name):
     return name in _models
 
 
+def model_class(name):
+    """Return the class of plugin model ``name`` (canonical name)."""
+    return _models[name]
+
+
 def model_yaml(name):
     """Return the default YAML path of plugin model ``name``."""
     return _yaml_files[name]
@@ -145,11 +151,15 @@ def resolve_model_name(name):
     )
 
 
+PLUGIN_OVERALL_YAML = YAML_DIR / "overall.yaml"
+
+
 def _load_plugin_yaml_after_overall(update):
     def _update_internal_config_dict(self, file):
         config_dict = update(self, file)
         model = getattr(self, "model", None)
-        if os.path.basename(file) == "overall.yaml" and model in _models:
+        if Path(file).resolve() != PLUGIN_OVERALL_YAML and os.path.basename(file) == "overall.yaml" and model in _models:
+            update(self, str(PLUGIN_OVERALL_YAML))  # the plugin's own settings (training regime, …)
             update(self, str(_yaml_files[model]))
         return config_dict
 

@@ -84,12 +84,22 @@ def test_missing_dataset_says_where_the_files_go(tmp_path):
     assert "--data_path" in message and "allow_download" in message
 
 
-def test_dataset_without_timestamps_fails_clearly(tmp_path):
+def test_dataset_without_timestamps_is_ordered_by_file_rows(tmp_path):
+    from recbole_hymoe.data import prepare_data
+
     folder = tmp_path / "notime"
     folder.mkdir()
-    (folder / "notime.inter").write_text("user_id:token\titem_id:token\n1\t2\n1\t3\n")
-    with pytest.raises(ConfigError, match="no 'timestamp' column"):
-        Config("SASRec", "notime", config_dict={"data_path": str(tmp_path)})
+    rows = [f"u{u}\ti{(u * 7 + k) % 40}" for u in range(1, 30) for k in range(6)]  # string ids, file order = time
+    (folder / "notime.inter").write_text("user_id:token\titem_id:token\n" + "\n".join(rows) + "\n")
+    for model in ("SASRec", "HyMoERec"):
+        config = Config(model, "notime", config_dict={"data_path": str(tmp_path), "state": "ERROR"})
+        assert config["time_from_file_order"] is True
+        dataset, train_data, valid_data, test_data = prepare_data(config)
+        assert dataset.time_from_file_order
+        test_inter = test_data._dataset.inter_feat
+        user = str(dataset.id2token(dataset.uid_field, test_inter["user_id"][:2])[0])
+        item = str(dataset.id2token(dataset.iid_field, test_inter["item_id"][:2])[0])
+        assert item == [r for r in rows if r.startswith(user + "\t")][-1].split("\t")[1]  # last row is test
 
 
 def test_missing_config_file_is_a_clear_error():

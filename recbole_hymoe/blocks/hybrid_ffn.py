@@ -13,7 +13,7 @@ from torch import nn
 
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import get_activation
-from recbole_hymoe.nn.moe import SparseMoE
+from recbole_hymoe.nn.moe import Experts, SparseMoE
 
 FUSIONS = ("additive", "convex")
 
@@ -73,11 +73,8 @@ class HybridFeedForward(nn.Module):
         self.moe = None
         if num_experts > 0:
             self.moe = SparseMoE(
-                hidden_size,
-                expert_inner_size,
-                num_experts,
+                Experts(num_experts, hidden_size, expert_inner_size, activation=hidden_act),
                 top_k,
-                activation=hidden_act,
                 router=router,
                 balance_loss=balance_loss,
                 balance_weight=balance_weight,

@@ -92,7 +92,7 @@ class MoESequentialRecommender(SequentialRecommender):
         self.register_buffer("moe_step", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------------------- encoding
-    def encode(self, item_seq, item_seq_len, last_only=False):
+    def encode(self, item_seq, item_seq_len, last_only=False, **inputs):
         """Encode sequences.
 
         Args:
@@ -100,33 +100,56 @@ class MoESequentialRecommender(SequentialRecommender):
             item_seq_len (LongTensor): [B], number of real items.
             last_only (bool): only the state at position ``item_seq_len - 1`` is needed; a model
                 may then return hidden [B, 1, H] holding just that state (and skip work).
+            **inputs: the model's extra inputs, see :meth:`sequence_inputs`.
 
         Returns:
             EncoderOutput: hidden [B, L, H] (or [B, 1, H], see ``last_only``) and the aux loss.
         """
         raise NotImplementedError
 
-    def last_state(self, item_seq, item_seq_len):
-        """Encode and return the state at each sequence's last real position, with the aux loss.
+    def sequence_inputs(self, interaction):
+        """Return the extra inputs of :meth:`encode` taken from ``interaction`` (none by default).
+
+        Tensors shaped like the item sequence ([B, L]) are trimmed with it.
+        """
+        return {}
+
+    def _inputs(self, interaction):
+        """Item sequence, lengths and extra inputs, padding columns beyond the longest sequence dropped.
+
+        Causal models never read positions after a sequence's end, so the trim changes no value.
+        """
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        item_seq = interaction[self.ITEM_SEQ]
+        width = int(item_seq_len.max())
+        inputs = {
+            name: value[:, :width] if value.shape[:2] == item_seq.shape else value
+            for name, value in self.sequence_inputs(interaction).items()
+        }
+        return item_seq[:, :width], item_seq_len, inputs
+
+    def user_output(self, hidden):
+        """Map encoder states [..., H] to the user vectors that are scored (identity by default)."""
+        return hidden
+
+    def last_state(self, interaction):
+        """Encode and return the user vector at each sequence's last real position, and the aux loss.
 
         Returns:
             tuple: FloatTensor [B, H] and the auxiliary loss (scalar).
         """
-        item_seq = self._trim(item_seq, item_seq_len)
-        encoded = self.encode(item_seq, item_seq_len, last_only=True)
+        item_seq, item_seq_len, inputs = self._inputs(interaction)
+        return self._encode_last(item_seq, item_seq_len, inputs)
+
+    def forward(self, item_seq, item_seq_len, **inputs):
+        """Return the user vector at the last real position, [B, H] (RecBole's contract)."""
+        return self._encode_last(item_seq, item_seq_len, inputs)[0]
+
+    def _encode_last(self, item_seq, item_seq_len, inputs):
+        encoded = self.encode(item_seq, item_seq_len, last_only=True, **inputs)
         hidden = encoded.hidden
-        if hidden.size(1) == 1:
-            return hidden[:, 0], encoded.aux_loss
-        return self.gather_indexes(hidden, item_seq_len - 1), encoded.aux_loss
-
-    def forward(self, item_seq, item_seq_len):
-        """Return the user state at the last real position, [B, H]."""
-        return self.last_state(item_seq, item_seq_len)[0]
-
-    @staticmethod
-    def _trim(item_seq, item_seq_len):
-        """Drop padding columns beyond the batch's longest sequence (causal models ignore them)."""
-        return item_seq[:, : int(item_seq_len.max())]
+        last = hidden[:, 0] if hidden.size(1) == 1 else self.gather_indexes(hidden, item_seq_len - 1)
+        return self.user_output(last), encoded.aux_loss
 
     def item_table(self):
         """Return the item representations scored against user states, [n_items, H]."""
@@ -164,18 +187,17 @@ class MoESequentialRecommender(SequentialRecommender):
         ``all_positions``: the loss at every real position for the next item (the interaction's
         target after the last one), averaged over real positions.
         """
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
         last_target = interaction[self.POS_ITEM_ID]
         if self.train_regime == "all_positions":
-            item_seq = self._trim(interaction[self.ITEM_SEQ], item_seq_len)
-            encoded = self.encode(item_seq, item_seq_len)
+            item_seq, item_seq_len, inputs = self._inputs(interaction)
+            encoded = self.encode(item_seq, item_seq_len, **inputs)
             targets = next_item_targets(item_seq, item_seq_len, last_target)  # [B, L]
             real = item_seq != 0  # [B, L]
-            rec_loss = self.rec_loss(encoded.hidden[real], targets[real])  # [N, H], [N]
+            rec_loss = self.rec_loss(self.user_output(encoded.hidden[real]), targets[real])  # [N, H], [N]
             aux_loss = encoded.aux_loss
         else:
             negatives = interaction[self.NEG_ITEM_ID] if self.NEG_ITEM_ID in interaction else None
-            user, aux_loss = self.last_state(interaction[self.ITEM_SEQ], item_seq_len)  # [B, H]
+            user, aux_loss = self.last_state(interaction)  # [B, H]
             rec_loss = self.rec_loss(user, last_target, negatives)
         if self.training:
             self.moe_step += 1
@@ -184,13 +206,13 @@ class MoESequentialRecommender(SequentialRecommender):
     # ----------------------------------------------------------------------------- scoring
     def predict(self, interaction):
         """Score the interaction's item for each user, [B]."""
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        seq_output = self.last_state(interaction)[0]
         items = self.item_table()[interaction[self.ITEM_ID]]  # [B, H]
         return self._scaled((seq_output * items).sum(-1))
 
     def full_sort_predict(self, interaction):
         """Score every item for each user, [B, n_items]."""
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        seq_output = self.last_state(interaction)[0]
         return self._scaled(seq_output @ self.item_table().t())
 
     # ----------------------------------------------------------------------------- telemetry

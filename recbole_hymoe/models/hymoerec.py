@@ -168,7 +168,7 @@ class HyMoERec(MoESequentialRecommender):
             if layer.feed_forward.moe is not None
         }
 
-    def encode(self, item_seq, item_seq_len, last_only=False):
+    def encode(self, item_seq, item_seq_len, last_only=False, **inputs):
         positions = torch.arange(item_seq.size(1), device=item_seq.device)  # [L]
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B, L, H]
         hidden = self.dropout(self.layer_norm(hidden))

@@ -48,6 +48,17 @@ def number(minimum=None, maximum=None, min_exclusive=False):
     return check
 
 
+def boolean():
+    """Check for ``True`` or ``False``."""
+
+    def check(value):
+        if not isinstance(value, bool):
+            raise ValueError("must be True or False")
+        return value
+
+    return check
+
+
 def choice(*options):
     """Check for one of ``options`` (exact spelling)."""
 

@@ -190,7 +190,58 @@ class TopKRouter(nn.Module):
         return RouterOutput(logits, probs, topk_weight, topk_idx)
 
 
-class Experts(nn.Module):
+class ExpertBank(nn.Module):
+    """E experts with a shared dispatch; subclasses define :meth:`expert_forward`.
+
+    Attributes:
+        num_experts (int): E.
+        in_features (int): input width.
+        out_features (int): output width.
+    """
+
+    def expert_forward(self, e, x):
+        """Apply expert ``e`` to ``x`` [n, in_features] -> [n, out_features]."""
+        raise NotImplementedError
+
+    def forward(self, x, topk_idx, topk_weight):
+        """Dropless dispatch: each expert runs once, on exactly the tokens that selected it.
+
+        Args:
+            x (FloatTensor): [N, in_features].
+            topk_idx (LongTensor): [N, K].
+            topk_weight (FloatTensor): [N, K].
+
+        Returns:
+            FloatTensor: [N, out_features], ``Σ_k topk_weight[n, k] · f_{topk_idx[n, k]}(x[n])``.
+        """
+        top_k = topk_idx.shape[1]
+        flat_idx = topk_idx.reshape(-1)  # [N·K]
+        order = torch.argsort(flat_idx, stable=True)  # token-slots grouped by expert
+        token = order // top_k  # [N·K] token of each slot
+        counts = torch.bincount(flat_idx, minlength=self.num_experts).tolist()
+        x_sorted = x.index_select(0, token)  # [N·K, in]
+        outputs = [
+            self.expert_forward(e, chunk)
+            for e, chunk in enumerate(x_sorted.split(counts))
+            if chunk.shape[0] > 0
+        ]
+        y = torch.cat(outputs) if outputs else x_sorted.new_zeros(0, self.out_features)
+        y = y * topk_weight.reshape(-1)[order].unsqueeze(1).to(y.dtype)
+        return x.new_zeros(x.shape[0], self.out_features).index_add_(0, token, y)
+
+    def reference_forward(self, x, topk_idx, topk_weight):
+        """Token-by-token loop with the same semantics as :meth:`forward` (the test oracle)."""
+        rows = []
+        for n in range(x.shape[0]):
+            row = x.new_zeros(self.out_features)
+            for k in range(topk_idx.shape[1]):
+                e = int(topk_idx[n, k])
+                row = row + topk_weight[n, k] * self.expert_forward(e, x[n : n + 1])[0]
+            rows.append(row)
+        return torch.stack(rows) if rows else x.new_zeros(0, self.out_features)
+
+
+class Experts(ExpertBank):
     """E independent two-layer MLPs ``H -> I -> H``, weights stacked for dispatch.
 
     Plain experts compute ``W_out · act(W_in x + b_in) + b_out`` (the host FFN's inner MLP);
@@ -208,6 +259,7 @@ class Experts(nn.Module):
     def __init__(self, num_experts, hidden_size, inner_size, activation="gelu", gated=False, bias=True):
         super().__init__()
         self.num_experts = num_experts
+        self.in_features = self.out_features = hidden_size
         self.act = get_activation(activation)
         self.w_in = nn.Parameter(torch.empty(num_experts, hidden_size, inner_size))
         self.w_gate = nn.Parameter(torch.empty(num_experts, hidden_size, inner_size)) if gated else None
@@ -226,7 +278,6 @@ class Experts(nn.Module):
                 nn.init.zeros_(bias)
 
     def expert_forward(self, e, x):
-        """Apply expert ``e`` to ``x`` [n, H] -> [n, H]."""
         h = x @ self.w_in[e]
         if self.b_in is not None:
             h = h + self.b_in[e]
@@ -236,42 +287,35 @@ class Experts(nn.Module):
             out = out + self.b_out[e]
         return out
 
-    def forward(self, x, topk_idx, topk_weight):
-        """Dropless dispatch: each expert runs once, on exactly the tokens that selected it.
 
-        Args:
-            x (FloatTensor): [N, H].
-            topk_idx (LongTensor): [N, K].
-            topk_weight (FloatTensor): [N, K].
+class LinearExperts(ExpertBank):
+    """E independent linear maps ``in -> out`` (an MoE in place of one projection matrix).
 
-        Returns:
-            FloatTensor: [N, H], ``Σ_k topk_weight[n, k] · f_{topk_idx[n, k]}(x[n])``.
-        """
-        top_k = topk_idx.shape[1]
-        flat_idx = topk_idx.reshape(-1)  # [N·K]
-        order = torch.argsort(flat_idx, stable=True)  # token-slots grouped by expert
-        token = order // top_k  # [N·K] token of each slot
-        counts = torch.bincount(flat_idx, minlength=self.num_experts).tolist()
-        x_sorted = x.index_select(0, token)  # [N·K, H]
-        outputs = [
-            self.expert_forward(e, chunk)
-            for e, chunk in enumerate(x_sorted.split(counts))
-            if chunk.shape[0] > 0
-        ]
-        y = torch.cat(outputs) if outputs else x_sorted
-        y = y * topk_weight.reshape(-1)[order].unsqueeze(1).to(y.dtype)
-        return torch.zeros_like(x).index_add_(0, token, y)
+    Args:
+        num_experts (int): E.
+        in_features (int): input width.
+        out_features (int): output width.
+        bias (bool): learn biases.
+    """
 
-    def reference_forward(self, x, topk_idx, topk_weight):
-        """Token-by-token loop with the same semantics as :meth:`forward` (the test oracle)."""
-        rows = []
-        for n in range(x.shape[0]):
-            row = torch.zeros_like(x[n])
-            for k in range(topk_idx.shape[1]):
-                e = int(topk_idx[n, k])
-                row = row + topk_weight[n, k] * self.expert_forward(e, x[n : n + 1])[0]
-            rows.append(row)
-        return torch.stack(rows) if rows else torch.zeros_like(x)
+    def __init__(self, num_experts, in_features, out_features, bias=True):
+        super().__init__()
+        self.num_experts = num_experts
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(num_experts, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_features)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self, std=0.02):
+        """Weights ~ N(0, std²), biases 0."""
+        nn.init.normal_(self.weight, mean=0.0, std=std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def expert_forward(self, e, x):
+        out = x @ self.weight[e]
+        return out + self.bias[e] if self.bias is not None else out
 
 
 class ExpertUsage:
@@ -340,72 +384,56 @@ class SparseMoE(nn.Module):
     ``y_MoE``; Shazeer et al. 2017). Padding positions get 0 and are never routed.
 
     Args:
-        hidden_size (int): H.
-        inner_size (int): I of every expert.
-        num_experts (int): E ≥ 1.
+        experts (ExpertBank): the E experts (e.g. :class:`Experts`, :class:`LinearExperts`).
         top_k (int): K, 1 ≤ K ≤ E.
-        activation (str): expert activation.
         router (str): router kind, see :class:`TopKRouter`.
-        gated (bool): GLU-style experts, see :class:`Experts`.
-        bias (bool): experts learn biases.
+        router_size (int, optional): width of the router input (default: the experts' input).
         balance_loss (str): ``entropy`` (HyMoERec) or ``switch``.
         balance_weight (float): λ of the balance loss in ``aux_loss``.
         z_loss_weight (float): weight of the router z-loss in ``aux_loss``.
     """
 
-    def __init__(
-        self,
-        hidden_size,
-        inner_size,
-        num_experts,
-        top_k,
-        activation="gelu",
-        router="linear",
-        gated=False,
-        bias=True,
-        balance_loss="entropy",
-        balance_weight=0.01,
-        z_loss_weight=0.0,
-    ):
+    def __init__(self, experts, top_k, router="linear", router_size=None, balance_loss="entropy",
+                 balance_weight=0.01, z_loss_weight=0.0):
         super().__init__()
         if balance_loss not in BALANCE_LOSSES:
             raise ValueError(f"balance_loss={balance_loss!r} is not one of {BALANCE_LOSSES}")
-        self.num_experts = num_experts
+        self.num_experts = experts.num_experts
         self.top_k = top_k
         self.balance_loss = balance_loss
         self.balance_weight = balance_weight
         self.z_loss_weight = z_loss_weight
-        self.router = TopKRouter(hidden_size, num_experts, top_k, router)
-        self.experts = Experts(num_experts, hidden_size, inner_size, activation, gated, bias)
-        self.usage = ExpertUsage(num_experts, top_k)
+        self.router = TopKRouter(router_size or experts.in_features, experts.num_experts, top_k, router)
+        self.experts = experts
+        self.usage = ExpertUsage(experts.num_experts, top_k)
 
     def forward(self, hidden, mask=None, router_input=None):
         """Mix experts per real token.
 
         Args:
-            hidden (FloatTensor): [..., H], e.g. [B, L, H].
+            hidden (FloatTensor): [..., in], e.g. [B, L, H] or [N, H].
             mask (BoolTensor, optional): hidden.shape[:-1], True for real tokens; None = all real.
-            router_input (FloatTensor, optional): like ``hidden``; what the router sees when it
+            router_input (FloatTensor, optional): [..., router_size]; what the router sees when it
                 differs from the experts' input (e.g. with a set embedding added).
 
         Returns:
-            MoEOutput: ``hidden`` has the input's shape.
+            MoEOutput: ``hidden`` is [..., out] (zero at padding positions).
         """
-        shape = hidden.shape
-        flat = hidden.reshape(-1, shape[-1])  # [..., H] -> [B·L, H]
+        lead = hidden.shape[:-1]
+        flat = hidden.reshape(-1, hidden.shape[-1])  # [..., in] -> [B·L, in]
         token_idx = None if mask is None else mask.reshape(-1).nonzero(as_tuple=True)[0]
-        x = flat if token_idx is None else flat.index_select(0, token_idx)  # [N, H]
+        x = flat if token_idx is None else flat.index_select(0, token_idx)  # [N, in]
         route_from = x
         if router_input is not None:
-            route_from = router_input.reshape(-1, shape[-1])
+            route_from = router_input.reshape(-1, router_input.shape[-1])
             route_from = route_from if token_idx is None else route_from.index_select(0, token_idx)
         router = self.router(route_from)
-        y = self.experts(x, router.topk_idx, router.topk_weight)
+        y = self.experts(x, router.topk_idx, router.topk_weight)  # [N, out]
         if token_idx is not None:
-            y = torch.zeros_like(flat).index_copy(0, token_idx, y)  # padding rows stay 0
+            y = y.new_zeros(flat.shape[0], y.shape[1]).index_copy(0, token_idx, y)  # padding rows stay 0
         balance = BALANCE_LOSS_FUNCTIONS[self.balance_loss](router)
         z_loss = router_z_loss(router.logits)
         aux = self.balance_weight * balance + self.z_loss_weight * z_loss
         expert_load = torch.bincount(router.topk_idx.reshape(-1), minlength=self.num_experts)
         self.usage.update(router)
-        return MoEOutput(y.reshape(shape), aux, balance, z_loss, expert_load, router)
+        return MoEOutput(y.reshape(*lead, y.shape[-1]), aux, balance, z_loss, expert_load, router)

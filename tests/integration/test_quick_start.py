@@ -75,3 +75,19 @@ def test_recbole_own_run_recbole_trains_the_plugin_model(tiny_config):
     with clean_argv():
         result = run_recbole(model="HyMoERec", dataset="mini", config_dict=config, saved=False)
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "model,extra",
+    [("FuXiAlpha", {}), ("FuXiAlpha", {"train_regime": "prefix", "loss_type": "CE"}),
+     ("Fuxi-MME", {}), ("Fuxi-MME", {"moe_target": "w_u", "train_regime": "prefix"})],
+    ids=["fuxi-ssm-all", "fuxi-ce-prefix", "mme-ffn-all", "mme-wu-prefix"],
+)
+def test_fuxi_models_learn(tiny_config, model, extra):
+    config = {**tiny_config, "hidden_size": 32, "n_heads": 2, "epochs": 3, **extra}
+    result = run(model, "mini", config_dict=config)
+    losses = [epoch["layers"] for epoch in result.get("moe_telemetry", [])]
+    assert result["epochs_run"] == 3
+    assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
+    if model == "Fuxi-MME":
+        assert len(losses) == 3 and len(losses[0]) == 2  # one MoE per block, telemetry every epoch

@@ -4,17 +4,12 @@ import io
 
 import pytest
 import torch
-import yaml
 from conftest import build_data, first_batch
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_hymoe import Config, HyMoERec
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.nn.moe import SparseMoE
-
-# RecBole keys that live in the model YAML but are read by RecBole, not by the model.
-RECBOLE_KEYS_IN_MODEL_YAML = {"train_neg_sample_args"}
-
 
 @pytest.fixture(scope="module")
 def overrides(mini_data_path):
@@ -62,13 +57,6 @@ def test_sasrec_weights_reach_every_shared_parameter(data, overrides, make_model
     sasrec_with_copy(data, model, overrides)
     with pytest.raises(KeyError, match="without a HyMoERec counterpart"):
         model.load_sasrec_weights({"not_a_parameter": torch.zeros(1)})
-
-
-def test_yaml_keys_are_exactly_the_keys_the_model_reads():
-    with open(HyMoERec.yaml_file(), encoding="utf-8") as f:
-        yaml_keys = set(yaml.safe_load(f))
-    read_keys = {param.key for param in HyMoERec.PARAMS}
-    assert yaml_keys - RECBOLE_KEYS_IN_MODEL_YAML == read_keys
 
 
 def test_every_block_has_an_moe_layer_with_the_configured_shape(make_model):

@@ -8,6 +8,7 @@ import torch
 from recbole_hymoe.nn.moe import (
     Experts,
     ExpertUsage,
+    LinearExperts,
     SparseMoE,
     TopKRouter,
     entropy_balance_loss,
@@ -19,7 +20,7 @@ HAND_PROBS = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
 
 
 def make_moe(num_experts=4, top_k=2, hidden=8, inner=16, **kwargs):
-    moe = SparseMoE(hidden, inner, num_experts, top_k, **kwargs)
+    moe = SparseMoE(Experts(num_experts, hidden, inner), top_k, **kwargs)
     for p in moe.parameters():  # N(0, 1) so every expert's output is clearly non-zero
         torch.nn.init.normal_(p)
     return moe
@@ -154,22 +155,26 @@ def test_top1_router_learns_from_balance_loss_only():
     assert moe.router.proj.weight.grad.abs().max().item() > 0.0
 
 
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("kind", ["mlp", "swiglu", "linear"])
 @pytest.mark.parametrize("num_experts,top_k", [(1, 1), (4, 1), (4, 2)])
 @pytest.mark.parametrize("num_tokens", [0, 1, 37])
-def test_fast_dispatch_equals_reference_loop(gated, num_experts, top_k, num_tokens):
-    experts = Experts(num_experts, 8, 16, activation="swish" if gated else "gelu", gated=gated)
+def test_fast_dispatch_equals_reference_loop(kind, num_experts, top_k, num_tokens):
+    if kind == "linear":
+        experts = LinearExperts(num_experts, 8, 5)
+    else:
+        experts = Experts(num_experts, 8, 16, activation="swish" if kind == "swiglu" else "gelu",
+                          gated=kind == "swiglu")
     for p in experts.parameters():
         torch.nn.init.normal_(p)
     router = TopKRouter(8, num_experts, top_k)
     x = torch.randn(num_tokens, 8, requires_grad=True)
     routing = router(x)
-    grad_out = torch.randn(num_tokens, 8)
+    grad_out = torch.randn(num_tokens, experts.out_features)
 
     fast = experts(x, routing.topk_idx, routing.topk_weight)
     if num_tokens == 0:
-        assert fast.shape == (0, 8)
-        assert experts.reference_forward(x, routing.topk_idx, routing.topk_weight).shape == (0, 8)
+        assert fast.shape == (0, experts.out_features)
+        assert experts.reference_forward(x, routing.topk_idx, routing.topk_weight).shape == (0, experts.out_features)
         return
     fast_grads = torch.autograd.grad((fast * grad_out).sum(), [x, *experts.parameters(), *router.parameters()],
                                      allow_unused=True)
