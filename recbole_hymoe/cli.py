@@ -87,7 +87,7 @@ def run_speed_main(argv=None):
     Returns:
         int: 0 on success, 2 for bad input.
     """
-    from recbole_hymoe.bench.speed import run_speed_benchmark, speed_table
+    from recbole_hymoe.bench.speed import VARIANT_SETS, run_speed_benchmark, speed_table
 
     parser = argparse.ArgumentParser(
         prog="run_speed",
@@ -97,6 +97,8 @@ def run_speed_main(argv=None):
     )
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
+    parser.add_argument("--variants", default="default", choices=sorted(VARIANT_SETS),
+                        help="default: SASRec/SASRec-equivalent/HyMoERec in both regimes; mamba: the Mamba hosts")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -106,7 +108,7 @@ def run_speed_main(argv=None):
         overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
         report = run_speed_benchmark(
             args.dataset, args.config_files.split() if args.config_files else None, overrides,
-            steps=args.steps, rounds=args.rounds, out_dir=args.out, threads=args.threads,
+            variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out, threads=args.threads,
         )
     except (ConfigError, DatasetNotFoundError) as err:
         print(f"run_speed: error: {err}", file=sys.stderr)
@@ -140,5 +142,33 @@ def run_time_to_quality_main(argv=None):
         print(f"run_time_to_quality: error: {err}", file=sys.stderr)
         return 2
     print(ttq_table(report))
+    print(f"written to {args.out}")
+    return 0
+
+
+def run_scan_bench_main(argv=None):
+    """``run_scan_bench``: the package's CPU selective scan against mambapy's parallel scan.
+
+    Returns:
+        int: 0.
+    """
+    from recbole_hymoe.bench.scan import run_scan_benchmark, scan_table
+
+    parser = argparse.ArgumentParser(
+        prog="run_scan_bench",
+        description="Time one forward+backward of the selective scan (all inputs) for the package's CPU "
+        "kernels and mambapy's parallel scan, and check the kernels against a float64 oracle.",
+    )
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--channels", type=int, default=128, help="expand * hidden size")
+    parser.add_argument("--state", type=int, default=32)
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default="results/scan", help="folder for scan.json and scan.md")
+    args = parser.parse_args(argv)
+    report = run_scan_benchmark(args.batch, args.length, args.channels, args.state,
+                                tuple(int(t) for t in args.threads.split(",")), args.rounds, args.out)
+    print(scan_table(report))
     print(f"written to {args.out}")
     return 0

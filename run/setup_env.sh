@@ -13,4 +13,5 @@ $PIP install --quiet "torch==2.13.0"            # CPU wheel where one is provide
 $PIP install --quiet -r requirements.txt
 $PIP install --quiet --no-deps "recbole==1.2.1"
 $PIP install --quiet --no-deps -e .
-"$VENV/bin/python" -c "import recbole_hymoe, recbole; print('recbole-hymoe', recbole_hymoe.__version__, 'on recbole', recbole.__version__)"
+# Compile the CPU selective-scan kernels once (cached on disk), so no run pays for it later.
+"$VENV/bin/python" -c "import recbole_hymoe, recbole; from recbole_hymoe.nn.scan import warm_up; warm_up(); print('recbole-hymoe', recbole_hymoe.__version__, 'on recbole', recbole.__version__)"

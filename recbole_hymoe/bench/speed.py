@@ -53,9 +53,17 @@ DEFAULT_VARIANTS = (
     Variant("HyMoERec (prefix)", "HyMoERec", {"train_regime": "prefix"}),
     Variant("HyMoERec (all_positions)", "HyMoERec", {"train_regime": "all_positions"}),
 )
+MAMBA_VARIANTS = (
+    Variant("SASRec-equivalent (all_positions)", "HyMoERec", {"moe_num_experts": 0, "train_regime": "all_positions"}),
+    Variant("Mamba4Rec (all_positions)", "Mamba4Rec", {"train_regime": "all_positions"}),
+    Variant("Mamba4Rec RoPE-BC (all_positions)", "Mamba4Rec", {"train_regime": "all_positions", "rope_target": "bc"}),
+    Variant("HyMoERec mamba host (all_positions)", "HyMoERec",
+            {"train_regime": "all_positions", "backbone": "mamba", "n_layers": 1, "hidden_dropout_prob": 0.2}),
+)
+VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS}
 
 
-class _PeakRSS:
+class PeakRSS:
     """Sample this process's resident memory in a background thread; keep the maximum."""
 
     def __init__(self, interval=0.005):
@@ -148,7 +156,7 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
     for variant in variants:
         gc.collect()
         before = psutil.Process().memory_info().rss
-        with _PeakRSS() as memory:
+        with PeakRSS() as memory:
             item = _Prepared(variant, dataset, config_file_list, base, n_batches=steps + 1)
             item.step(item.batches[0])  # warm-up: first-call allocations and thread pools
             item.evaluate()

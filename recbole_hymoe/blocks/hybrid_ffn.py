@@ -21,8 +21,9 @@ FUSIONS = ("additive", "convex")
 class HybridFeedForward(nn.Module):
     """``LayerNorm(x + Dropout(fuse(y_dense, y_MoE, α)))`` with ``α = σ(a) · w(t)``.
 
-    ``y_dense = W_2 act(W_1 x + b_1) + b_2`` is the shared expert every token passes through
-    (RecBole's ``FeedForward`` inner MLP, same parameter names); ``y_MoE`` is the package's
+    ``y_dense = W_2 Dropout_inner(act(W_1 x + b_1)) + b_2`` is the shared expert every token passes
+    through (RecBole's ``FeedForward`` inner MLP, same parameter names; Mamba4Rec's FFN adds the
+    inner dropout, RecBole's has none); ``y_MoE`` is the package's
     :class:`~recbole_hymoe.nn.moe.SparseMoE`. Fusion ``additive``: ``y_dense + α · y_MoE``
     (paper); ``convex``: ``(1 - α) · y_dense + α · y_MoE``. With ``num_experts = 0`` the block
     is exactly RecBole's ``FeedForward``.
@@ -42,6 +43,8 @@ class HybridFeedForward(nn.Module):
         balance_loss (str): ``entropy`` or ``switch``.
         balance_weight (float): λ_lb.
         z_loss_weight (float): router z-loss weight.
+        inner_dropout_prob (float): dropout after the activation inside the dense branch and
+            every expert (0 for the transformer host, the host's dropout for Mamba4Rec's FFN).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class HybridFeedForward(nn.Module):
         balance_loss="entropy",
         balance_weight=0.01,
         z_loss_weight=0.0,
+        inner_dropout_prob=0.0,
     ):
         super().__init__()
         if fusion not in FUSIONS:
@@ -70,10 +74,12 @@ class HybridFeedForward(nn.Module):
         self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout_prob)
+        self.inner_dropout = Dropout(inner_dropout_prob)
         self.moe = None
         if num_experts > 0:
             self.moe = SparseMoE(
-                Experts(num_experts, hidden_size, expert_inner_size, activation=hidden_act),
+                Experts(num_experts, hidden_size, expert_inner_size, activation=hidden_act,
+                        dropout_prob=inner_dropout_prob),
                 top_k,
                 router=router,
                 balance_loss=balance_loss,
@@ -107,7 +113,7 @@ class HybridFeedForward(nn.Module):
         flat = hidden.reshape(-1, hidden.size(-1))  # [B·L, H]
         token_idx = mask.reshape(-1).nonzero(as_tuple=True)[0]  # [N]
         tokens = flat.index_select(0, token_idx)  # [N, H]
-        y = self.dense_2(self.act(self.dense_1(tokens)))
+        y = self.dense_2(self.inner_dropout(self.act(self.dense_1(tokens))))
         moe_out = None
         if self.moe is not None:
             moe_out = self.moe(tokens)

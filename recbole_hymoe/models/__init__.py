@@ -3,5 +3,6 @@
 from recbole_hymoe.models.base import EncoderOutput, MoESequentialRecommender
 from recbole_hymoe.models.fuxi import FuXiAlpha, FuxiMME
 from recbole_hymoe.models.hymoerec import HyMoERec
+from recbole_hymoe.models.mamba4rec import Mamba4Rec
 
-__all__ = ["EncoderOutput", "FuXiAlpha", "FuxiMME", "HyMoERec", "MoESequentialRecommender"]
+__all__ = ["EncoderOutput", "FuXiAlpha", "FuxiMME", "HyMoERec", "Mamba4Rec", "MoESequentialRecommender"]

@@ -20,7 +20,7 @@ from torch import nn
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.models.params import Param, choice, integer, number, read_params
 from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
-from recbole_hymoe.nn.moe import SparseMoE
+from recbole_hymoe.nn.moe import Experts, SparseMoE
 from recbole_hymoe.registry import YAML_DIR
 
 LOSS_TYPES = ("CE", "BPR", "SSM")
@@ -30,6 +30,21 @@ LOSS_PARAMS = (
     Param("n_negatives", integer(1)),
     Param("temperature", number(0.0, min_exclusive=True)),
 )
+
+
+def recbole_init(model, std):
+    """RecBole's SASRec initialisation over ``model``: Linear and Embedding weights N(0, std²),
+    Linear biases 0, LayerNorm weight 1 and bias 0; expert banks likewise."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        elif isinstance(module, Experts):
+            module.reset_parameters(std=std)
 
 
 class EncoderOutput(NamedTuple):

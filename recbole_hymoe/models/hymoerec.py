@@ -15,12 +15,19 @@ from torch import nn
 
 from recbole_hymoe.blocks.hybrid_ffn import FUSIONS
 from recbole_hymoe.blocks.transformer import TransformerMoELayer
-from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender
+from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender, recbole_init
+from recbole_hymoe.models.mamba4rec import (
+    MAMBA_PARAMS,
+    build_mamba_encoder,
+    encode_mamba,
+    init_mamba_host,
+    mamba_problems,
+)
 from recbole_hymoe.models.params import Param, choice, integer, number, optional
 from recbole_hymoe.nn.attention import causal_attention_mask
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import ACTIVATIONS
-from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts
+from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS
 from recbole_hymoe.nn.schedules import SCHEDULES, warmup_weight
 
 BACKBONES = ("transformer", "mamba")
@@ -43,9 +50,9 @@ class HyMoERec(MoESequentialRecommender):
     loss ``L = L_rec + λ_lb Σ_blocks (Σ_e ḡ_e log ḡ_e + log E)`` (+ optional z-loss).
 
     NOTE (decisions where the paper is silent, each a config key):
-        - host ``backbone: transformer`` is RecBole's SASRec layout; the paper does not name its
-          host (its baselines hint at Mamba4Rec; ``backbone: mamba`` is reserved for that host
-          and not available in this release);
+        - the host: ``backbone: transformer`` is RecBole's SASRec layout, ``backbone: mamba`` is
+          Mamba4Rec's (on the package's selective scan); the paper does not name its host (its
+          baselines hint at Mamba4Rec);
         - one learnable α logit per block, initialised at ``moe_alpha_init`` (σ(0) = 0.5);
         - ``w(t)`` = ``moe_warmup_schedule`` over ``moe_warmup_steps`` optimizer steps, kept in
           the ``moe_step`` buffer so checkpoints carry it;
@@ -55,7 +62,8 @@ class HyMoERec(MoESequentialRecommender):
           shifted by ``log E`` (same gradient), summed over blocks;
         - ``moe_fusion: convex``, ``moe_router: mlp``, ``moe_balance_loss: switch`` and the
           z-loss are ablations, not the paper's method.
-        With ``moe_num_experts: 0`` the model is RecBole's SASRec (see :meth:`load_sasrec_weights`).
+        With ``moe_num_experts: 0`` the model is RecBole's SASRec (see :meth:`load_sasrec_weights`)
+        or, with ``backbone: mamba``, the package's Mamba4Rec (same parameter names).
     """
 
     PARAMS = (
@@ -80,18 +88,14 @@ class HyMoERec(MoESequentialRecommender):
         Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
         Param("moe_balance_weight", number(0.0)),
         Param("moe_z_loss_weight", number(0.0)),
+        *MAMBA_PARAMS,
         *LOSS_PARAMS,
     )
 
     @classmethod
     def check_values(cls, values):
-        problems = []
-        if values["backbone"] == "mamba":
-            problems.append(
-                "backbone='mamba' (the Mamba4Rec host) is not available in this release yet; "
-                "use backbone='transformer'"
-            )
-        if values["hidden_size"] % values["n_heads"]:
+        problems = mamba_problems(values) if values["backbone"] == "mamba" else []
+        if values["backbone"] == "transformer" and values["hidden_size"] % values["n_heads"]:
             problems.append(
                 f"hidden_size={values['hidden_size']} must be divisible by n_heads={values['n_heads']}"
             )
@@ -115,46 +119,44 @@ class HyMoERec(MoESequentialRecommender):
         self.warmup_schedule = hp["moe_warmup_schedule"]
 
         # build modules
+        moe = {
+            "num_experts": self.num_experts,
+            "top_k": hp["moe_top_k"],
+            "expert_inner_size": hp["moe_inner_size"] or hp["inner_size"],
+            "router": hp["moe_router"],
+            "fusion": hp["moe_fusion"],
+            "alpha_init": hp["moe_alpha_init"],
+            "balance_loss": hp["moe_balance_loss"],
+            "balance_weight": hp["moe_balance_weight"],
+            "z_loss_weight": hp["moe_z_loss_weight"],
+        }
+        self.backbone = hp["backbone"]
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.layer_norm = nn.LayerNorm(self.hidden_size, eps=hp["layer_norm_eps"])
         self.dropout = Dropout(hp["hidden_dropout_prob"])
-        self.encoder = nn.ModuleList(
-            TransformerMoELayer(
-                n_heads=hp["n_heads"],
-                hidden_size=self.hidden_size,
-                hidden_dropout_prob=hp["hidden_dropout_prob"],
-                attn_dropout_prob=hp["attn_dropout_prob"],
-                layer_norm_eps=hp["layer_norm_eps"],
-                inner_size=hp["inner_size"],
-                hidden_act=hp["hidden_act"],
-                num_experts=self.num_experts,
-                top_k=hp["moe_top_k"],
-                expert_inner_size=hp["moe_inner_size"] or hp["inner_size"],
-                router=hp["moe_router"],
-                fusion=hp["moe_fusion"],
-                alpha_init=hp["moe_alpha_init"],
-                balance_loss=hp["moe_balance_loss"],
-                balance_weight=hp["moe_balance_weight"],
-                z_loss_weight=hp["moe_z_loss_weight"],
+        if self.backbone == "mamba":
+            self.encoder = build_mamba_encoder(hp, **moe)
+        else:
+            self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+            self.encoder = nn.ModuleList(
+                TransformerMoELayer(
+                    n_heads=hp["n_heads"],
+                    hidden_size=self.hidden_size,
+                    hidden_dropout_prob=hp["hidden_dropout_prob"],
+                    attn_dropout_prob=hp["attn_dropout_prob"],
+                    layer_norm_eps=hp["layer_norm_eps"],
+                    inner_size=hp["inner_size"],
+                    hidden_act=hp["hidden_act"],
+                    **moe,
+                )
+                for _ in range(hp["n_layers"])
             )
-            for _ in range(hp["n_layers"])
-        )
 
         # init weights
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module):
-        """RecBole SASRec's init: N(0, initializer_range²) weights, zero biases, unit LayerNorm."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        elif isinstance(module, Experts):
-            module.reset_parameters(std=self.initializer_range)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        if self.backbone == "mamba":
+            init_mamba_host(self, hp["mamba_init"], self.initializer_range)
+        else:
+            recbole_init(self, self.initializer_range)
 
     def moe_warmup(self):
         """Return w(t) for the current step (a scalar tensor)."""
@@ -169,6 +171,8 @@ class HyMoERec(MoESequentialRecommender):
         }
 
     def encode(self, item_seq, item_seq_len, last_only=False, **inputs):
+        if self.backbone == "mamba":
+            return encode_mamba(self, item_seq, item_seq_len, last_only, self.moe_warmup())
         positions = torch.arange(item_seq.size(1), device=item_seq.device)  # [L]
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B, L, H]
         hidden = self.dropout(self.layer_norm(hidden))

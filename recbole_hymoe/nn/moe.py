@@ -22,6 +22,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
+from recbole_hymoe.nn.dropout import dropout
 from recbole_hymoe.nn.ffn import get_activation
 
 ROUTERS = ("linear", "mlp")
@@ -244,8 +245,9 @@ class ExpertBank(nn.Module):
 class Experts(ExpertBank):
     """E independent two-layer MLPs ``H -> I -> H``, weights stacked for dispatch.
 
-    Plain experts compute ``W_out · act(W_in x + b_in) + b_out`` (the host FFN's inner MLP);
-    gated experts compute ``W_out · (act(W_gate x) ⊙ W_in x)`` (SwiGLU when act = swish).
+    Plain experts compute ``W_out · Dropout(act(W_in x + b_in)) + b_out`` (the host FFN's inner
+    MLP); gated experts compute ``W_out · Dropout(act(W_gate x) ⊙ W_in x)`` (SwiGLU when act =
+    swish).
 
     Args:
         num_experts (int): E.
@@ -254,13 +256,16 @@ class Experts(ExpertBank):
         activation (str): one of :data:`recbole_hymoe.nn.ffn.ACTIVATIONS`.
         gated (bool): gated (GLU-style) experts.
         bias (bool): learn biases.
+        dropout_prob (float): dropout on the inner activation (0 = none).
     """
 
-    def __init__(self, num_experts, hidden_size, inner_size, activation="gelu", gated=False, bias=True):
+    def __init__(self, num_experts, hidden_size, inner_size, activation="gelu", gated=False, bias=True,
+                 dropout_prob=0.0):
         super().__init__()
         self.num_experts = num_experts
         self.in_features = self.out_features = hidden_size
         self.act = get_activation(activation)
+        self.dropout_prob = dropout_prob
         self.w_in = nn.Parameter(torch.empty(num_experts, hidden_size, inner_size))
         self.w_gate = nn.Parameter(torch.empty(num_experts, hidden_size, inner_size)) if gated else None
         self.w_out = nn.Parameter(torch.empty(num_experts, inner_size, hidden_size))
@@ -282,7 +287,7 @@ class Experts(ExpertBank):
         if self.b_in is not None:
             h = h + self.b_in[e]
         h = self.act(x @ self.w_gate[e]) * h if self.w_gate is not None else self.act(h)
-        out = h @ self.w_out[e]
+        out = dropout(h, self.dropout_prob, self.training) @ self.w_out[e]
         if self.b_out is not None:
             out = out + self.b_out[e]
         return out

@@ -24,12 +24,16 @@ pytestmark = pytest.mark.integration
         ("HyMoERec", {"train_regime": "all_positions", "train_windows": "last", "moe_fusion": "convex",
                       "moe_router": "mlp", "moe_balance_loss": "switch", "moe_z_loss_weight": 0.001}),
         ("HyMoERec", {"train_regime": "all_positions", "moe_num_experts": 0}),
+        ("Mamba4Rec", {"mamba_d_state": 8}),
+        ("Mamba4Rec", {"mamba_d_state": 8, "train_regime": "all_positions", "rope_target": "bc"}),
+        ("HyMoERec", {"backbone": "mamba", "mamba_d_state": 8, "train_regime": "all_positions"}),
         ("SASRec", {}),
         ("BERT4Rec", {}),
         ("GRU4Rec", {"embedding_size": 16}),
     ],
     ids=["hymoerec-ce", "hymoerec-bpr", "hymoerec-ablations", "hymoerec-ssm", "all-ce", "all-ssm", "all-bpr",
-         "all-ablations", "all-dense", "sasrec", "bert4rec", "gru4rec"],
+         "all-ablations", "all-dense", "mamba4rec", "mamba4rec-bc-all", "hymoerec-mamba-all", "sasrec", "bert4rec",
+         "gru4rec"],
 )
 def test_models_train_and_evaluate(tiny_config, model, extra):
     result = run(model, "mini", config_dict={**tiny_config, **extra})
@@ -39,7 +43,7 @@ def test_models_train_and_evaluate(tiny_config, model, extra):
         assert all(0.0 <= value <= 1.0 for value in metrics.values())
         assert metrics["hit@10"] >= metrics["hit@5"]
     assert result["epochs_run"] == 1 and result["best_epoch"] == 0
-    if model == "HyMoERec" and extra.get("moe_num_experts") != 0:
+    if model == "HyMoERec" and extra.get("moe_num_experts") != 0:  # one telemetry record per epoch
         telemetry = result["moe_telemetry"][0]
         assert telemetry["epoch"] == 0 and len(telemetry["layers"]) == 2
 

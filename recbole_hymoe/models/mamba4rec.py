@@ -1,0 +1,126 @@
+"""Mamba4Rec on the package's selective scan (runs on CPU; CUDA through mamba-ssm when present).
+
+Reference:
+    Chengkai Liu, Jianghao Lin, Jianling Wang, Hanzhou Liu, James Caverlee. "Mamba4Rec: Towards
+    Efficient Sequential Recommendation with Selective State Space Models." arXiv 2403.03900.
+    Official code: chengkai-liu/Mamba4Rec (``mamba4rec.py``, ``config.yaml``), CUDA only.
+
+Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, N ``mamba_d_state``.
+"""
+
+from torch import nn
+
+from recbole_hymoe.blocks.mamba import MambaLayer
+from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender, recbole_init
+from recbole_hymoe.models.params import Param, choice, integer, number
+from recbole_hymoe.nn.dropout import Dropout
+from recbole_hymoe.nn.ffn import ACTIVATIONS
+from recbole_hymoe.nn.mamba import MAMBA_INITS, ROPE_TARGETS, MambaMixer
+from recbole_hymoe.nn.scan import BACKENDS
+
+# Host keys shared by Mamba4Rec and HyMoERec's mamba backbone.
+MAMBA_PARAMS = (
+    Param("mamba_d_state", integer(1)),
+    Param("mamba_d_conv", integer(1)),
+    Param("mamba_expand", integer(1)),
+    Param("mamba_init", choice(*MAMBA_INITS)),
+    Param("mamba_scan_backend", choice(*BACKENDS)),
+    Param("rope_target", choice(*ROPE_TARGETS)),
+)
+
+
+def mamba_problems(values):
+    """Cross-key problems of the Mamba host settings."""
+    problems = []
+    if values["rope_target"] == "bc" and values["mamba_d_state"] % 2:
+        problems.append(f"rope_target='bc' rotates pairs of the state: mamba_d_state={values['mamba_d_state']} "
+                        "must be even")
+    if values["rope_target"] == "input" and values["hidden_size"] % 2:
+        problems.append(f"rope_target='input' rotates pairs of the input: hidden_size={values['hidden_size']} "
+                        "must be even")
+    return problems
+
+
+def build_mamba_encoder(hp, **ffn_kwargs):
+    """Mamba4Rec's layer stack from hyperparameters ``hp``; ``ffn_kwargs`` shape each FFN."""
+    mixer = {"d_state": hp["mamba_d_state"], "d_conv": hp["mamba_d_conv"], "expand": hp["mamba_expand"],
+             "rope_target": hp["rope_target"], "scan_backend": hp["mamba_scan_backend"]}
+    return nn.ModuleList(
+        MambaLayer(hp["hidden_size"], hp["hidden_dropout_prob"], hp["layer_norm_eps"],
+                   residual=hp["n_layers"] > 1, mixer_kwargs=mixer, inner_size=hp["inner_size"],
+                   hidden_act=hp["hidden_act"], **ffn_kwargs)
+        for _ in range(hp["n_layers"])
+    )
+
+
+def init_mamba_host(model, mamba_init, std):
+    """Initialise a Mamba host model.
+
+    ``mamba4rec`` reproduces Mamba4Rec's code, which applies RecBole's init (N(0, std²) weights,
+    zero biases) to every Linear *including* those inside Mamba, so the Δ bias starts at 0
+    (Δ ≈ softplus(0) = 0.69) instead of Mamba's log-uniform Δ. ``mamba`` applies RecBole's init to
+    everything else and keeps the Mamba mixer's own initialisation.
+    """
+    recbole_init(model, std)
+    if mamba_init == "mamba":
+        for module in model.modules():
+            if isinstance(module, MambaMixer):
+                module.reset_parameters()
+
+
+def encode_mamba(model, item_seq, item_seq_len, last_only, warmup=1.0):
+    """Mamba4Rec's forward: ``LN(Dropout(E[item]))`` through the layers; returns EncoderOutput."""
+    hidden = model.layer_norm(model.dropout(model.item_embedding(item_seq)))  # [B, L, H]
+    mask = item_seq != 0
+    aux_loss = hidden.new_zeros(())
+    for i, layer in enumerate(model.encoder):
+        query_index = item_seq_len - 1 if last_only and i == len(model.encoder) - 1 else None
+        hidden, moe_out = layer(hidden, mask, warmup, query_index)
+        if moe_out is not None:
+            aux_loss = aux_loss + moe_out.aux_loss
+    return EncoderOutput(hidden, aux_loss)
+
+
+class Mamba4Rec(MoESequentialRecommender):
+    """Mamba4Rec: item embedding -> dropout -> LayerNorm -> Mamba layers (Mamba + position-wise FFN).
+
+    NOTE: the official code needs mamba-ssm's CUDA kernels; this one runs the package's selective
+    scan (:mod:`recbole_hymoe.nn.scan`), which matches the CUDA kernel's function. Defaults are
+    Mamba4Rec's ``config.yaml`` (H 64, 1 layer, dropout 0.2, N 32, conv 4, expand 2, CE) and its
+    initialisation quirk (``mamba_init: mamba4rec``, see :func:`init_mamba_host`). The
+    ``rope_target`` switch (RoPE inside the SSM) is HM2Rec's addition, off by default.
+    """
+
+    PARAMS = (
+        Param("hidden_size", integer(1)),
+        Param("n_layers", integer(1)),
+        Param("inner_size", integer(1)),
+        Param("hidden_dropout_prob", number(0.0, 1.0)),
+        Param("hidden_act", choice(*ACTIVATIONS)),
+        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
+        Param("initializer_range", number(0.0, min_exclusive=True)),
+        *MAMBA_PARAMS,
+        *LOSS_PARAMS,
+    )
+
+    @classmethod
+    def check_values(cls, values):
+        return mamba_problems(values)
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # read hyperparameters
+        hp = self.hparams
+
+        # build modules
+        self.item_embedding = nn.Embedding(self.n_items, hp["hidden_size"], padding_idx=0)
+        self.dropout = Dropout(hp["hidden_dropout_prob"])
+        self.layer_norm = nn.LayerNorm(hp["hidden_size"], eps=hp["layer_norm_eps"])
+        self.encoder = build_mamba_encoder(hp, num_experts=0, top_k=1, expert_inner_size=hp["inner_size"])
+
+        # init weights
+        init_mamba_host(self, hp["mamba_init"], hp["initializer_range"])
+
+    def encode(self, item_seq, item_seq_len, last_only=False, **inputs):
+        return encode_mamba(self, item_seq, item_seq_len, last_only)
