@@ -31,6 +31,24 @@ def parse_overrides(tokens):
     return overrides
 
 
+DEFAULT_MODEL = "HyMoERec"
+DEFAULT_DATASET = "ml-100k"
+
+
+def _named_in(files, key):
+    """The last value of ``key`` in the YAML ``files`` (None if none sets it or a file is missing)."""
+    import yaml
+
+    value = None
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = (yaml.safe_load(f) or {}).get(key, value)
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # Config reports unreadable files clearly
+    return value
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="run_recbole",
@@ -39,8 +57,10 @@ def _parser():
             "evaluator. Any other --key=value overrides a config key (highest priority)."
         ),
     )
-    parser.add_argument("--model", "-m", default="HyMoERec", help="model name (plugin or RecBole built-in)")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument("--model", "-m", default=None,
+                        help="model name, plugin or RecBole built-in (default: the config files', else HyMoERec)")
+    parser.add_argument("--dataset", "-d", default=None,
+                        help="dataset name (default: the config files', else ml-100k)")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
     parser.add_argument("--nproc", type=int, default=1, help="processes (GPUs) for distributed training")
     parser.add_argument("--ip", default="localhost", help="master address (distributed)")
@@ -60,10 +80,11 @@ def run_recbole_main(argv=None):
     args, rest = parser.parse_known_args(argv)
     try:
         overrides = parse_overrides(rest)
+        files = args.config_files.split() if args.config_files else []
         result = run(
-            model=args.model,
-            dataset=args.dataset,
-            config_file_list=args.config_files.split() if args.config_files else None,
+            model=args.model or _named_in(files, "model") or DEFAULT_MODEL,
+            dataset=args.dataset or _named_in(files, "dataset") or DEFAULT_DATASET,
+            config_file_list=files or None,
             cmd_args=overrides,
             nproc=args.nproc,
             world_size=args.world_size,
@@ -171,4 +192,61 @@ def run_scan_bench_main(argv=None):
                                 tuple(int(t) for t in args.threads.split(",")), args.rounds, args.out)
     print(scan_table(report))
     print(f"written to {args.out}")
+    return 0
+
+
+def run_tune_main(argv=None):
+    """``run_tune``: a Ray Tune sweep over a sweep file's space (see yaml/tune/).
+
+    Returns:
+        int: 0 on success, 2 for bad input.
+    """
+    from pathlib import Path
+
+    from recbole_hymoe.tuning import run_tune
+
+    parser = argparse.ArgumentParser(
+        prog="run_tune",
+        description="Ray Tune sweep: trials report validation metrics every epoch, ASHA stops weak ones, "
+        "the best is chosen on validation and tested once. Any other --key=value fixes a config key "
+        "for every trial.",
+    )
+    parser.add_argument("--space", required=True, help="sweep file (yaml/tune/*.yaml)")
+    parser.add_argument("--model", "-m", default=None, help="model (default: the sweep file's)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset (default: the sweep file's)")
+    parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
+    parser.add_argument("--out", default=None, help="results folder (default: results/tune/<sweep file name>)")
+    parser.add_argument("--scheduler", choices=["asha", "fifo"], default=None)
+    parser.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (ASHA's max_t)")
+    parser.add_argument("--grace-period", type=int, default=None, help="ASHA: epochs before a trial may be stopped")
+    parser.add_argument("--reduction-factor", type=float, default=None, help="ASHA: keep 1/factor at each rung")
+    parser.add_argument("--num-samples", type=int, default=None)
+    parser.add_argument("--search", choices=["grid", "random", "tpe"], default=None)
+    parser.add_argument("--cpus-per-trial", type=float, default=1)
+    parser.add_argument("--gpus-per-trial", type=float, default=0)
+    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as many as fit)")
+    parser.add_argument("--max-failures", type=int, default=1, help="retries of a crashed trial")
+    parser.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    parser.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    args, rest = parser.parse_known_args(argv)
+    out = args.out or str(Path("results") / "tune" / Path(args.space).stem)
+    try:
+        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
+        report = run_tune(
+            args.space, args.model, args.dataset, args.config_files.split() if args.config_files else None,
+            overrides, out, scheduler=args.scheduler, max_epochs=args.max_epochs, grace_period=args.grace_period,
+            reduction_factor=args.reduction_factor, num_samples=args.num_samples, search=args.search,
+            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+            max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
+            num_cpus=args.num_cpus, resume=args.resume,
+        )
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"run_tune: error: {err}", file=sys.stderr)
+        return 2
+    print((Path(out) / "results.md").read_text(encoding="utf-8"))
+    print(f"written to {out}: trials.csv, results.md, best.yaml, report.json, {', '.join(report['plots'])}")
+    unfinished = [t for t in report["trials"] if t["stop_reason"] in ("not started", "running", "no epoch finished")]
+    if unfinished:
+        print(f"{len(unfinished)} trial(s) did not finish; run the same command with --resume to finish them")
     return 0

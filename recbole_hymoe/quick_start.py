@@ -79,7 +79,7 @@ def train_and_evaluate(config, saved=True):
     """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``."""
     run_dir = _prepare_run_dir(config)
     init_seed(config["seed"], config["reproducibility"])
-    _reset_root_logger()
+    reset_root_logger()
     init_logger(config)
     logger = getLogger()
     logger.info(config)
@@ -93,7 +93,7 @@ def train_and_evaluate(config, saved=True):
     n_params = sum(p.numel() for p in model.parameters())
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
-    history = _record_validation(trainer)
+    history = record_validation(trainer)
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -162,7 +162,7 @@ def _best_epoch(history, bigger):
     return best_epoch
 
 
-def _record_validation(trainer):
+def record_validation(trainer):
     """Make ``trainer`` append each validation's epoch, score, metrics and clock to a list.
 
     RecBole's ``fit`` reports only the score to its callback; learning curves need every metric.
@@ -199,7 +199,7 @@ def _prepare_run_dir(config):
     return run_dir
 
 
-def _reset_root_logger():
+def reset_root_logger():
     """Drop handlers left by an earlier run in this process (RecBole's init_logger adds, never replaces)."""
     root = logging.getLogger()
     for handler in root.handlers[:]:

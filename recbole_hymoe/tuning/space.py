@@ -1,0 +1,130 @@
+"""Search spaces for Ray Tune, read from YAML without ``eval``.
+
+A sweep file (``yaml/tune/*.yaml``)::
+
+    model: HyMoERec                 # default model (the command line may override it)
+    dataset: ml-100k                # default dataset
+    base: {train_regime: all_positions, epochs: 20}   # fixed for every trial
+    space:                          # one distribution per key
+      moe_warmup_steps: {grid: [0, 100, 500, 1000]}
+      learning_rate: {loguniform: [1.0e-4, 1.0e-2]}
+      moe_num_experts: {choice: [2, 4, 8]}
+      hidden_dropout_prob: {uniform: [0.1, 0.5]}
+      n_layers: {randint: [1, 4]}   # low inclusive, high exclusive (Ray's convention)
+    num_samples: 1                  # samples of the random part (a pure grid needs 1)
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 2}
+    search: random                  # grid/random (Ray's basic generator) or tpe (Optuna)
+
+Each distribution is a one-key mapping; this module checks the form and turns it into Ray's
+search objects (imported lazily: parsing needs no Ray).
+"""
+
+import itertools
+import math
+import numbers
+
+import yaml
+
+from recbole_hymoe.errors import ConfigError
+
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+SCHEDULERS = ("asha", "fifo")
+SEARCHERS = ("grid", "random", "tpe")
+
+
+def _check_distribution(key, spec):
+    """Return (kind, args) for one space entry, or raise ConfigError naming the key."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"space.{key}: expected one of {{{', '.join(f'{d}: …' for d in DISTRIBUTIONS)}}}, "
+                          f"got {spec!r}")
+    (kind, args), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"space.{key}: unknown distribution {kind!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+    if kind in ("grid", "choice"):
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"space.{key}: {kind} needs a non-empty list of values, got {args!r}")
+        return kind, list(args)
+    if not (isinstance(args, list) and len(args) == 2
+            and all(isinstance(a, numbers.Real) and not isinstance(a, bool) for a in args)):
+        raise ConfigError(f"space.{key}: {kind} needs [low, high] numbers, got {args!r}")
+    low, high = args
+    if not low < high:
+        raise ConfigError(f"space.{key}: {kind} needs low < high, got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"space.{key}: loguniform needs low > 0, got {low}")
+    if kind == "randint" and not (float(low).is_integer() and float(high).is_integer()):
+        raise ConfigError(f"space.{key}: randint needs integer bounds, got [{low}, {high}]")
+    return kind, [low, high]
+
+
+class SearchSpace:
+    """A parsed sweep file.
+
+    Attributes:
+        model, dataset (str or None): defaults named by the file.
+        base (dict): fixed config overrides.
+        space (dict): key -> (kind, args).
+        num_samples (int), scheduler (dict), search (str), source (str).
+    """
+
+    def __init__(self, data, source="<dict>"):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a sweep file is a mapping with a 'space' entry")
+        unknown = set(data) - {"model", "dataset", "base", "space", "num_samples", "scheduler", "search"}
+        if unknown:
+            raise ConfigError(f"{source}: unknown entries {sorted(unknown)}; allowed: model, dataset, base, space, "
+                              "num_samples, scheduler, search")
+        if not isinstance(data.get("space"), dict) or not data["space"]:
+            raise ConfigError(f"{source}: 'space' must map config keys to distributions")
+        self.source = source
+        self.model = data.get("model")
+        self.dataset = data.get("dataset")
+        self.base = dict(data.get("base") or {})
+        self.space = {key: _check_distribution(key, spec) for key, spec in data["space"].items()}
+        overlap = set(self.base) & set(self.space)
+        if overlap:
+            raise ConfigError(f"{source}: keys both fixed in 'base' and searched in 'space': {sorted(overlap)}")
+        self.num_samples = data.get("num_samples", 1)
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise ConfigError(f"{source}: num_samples must be an integer >= 1, got {self.num_samples!r}")
+        self.scheduler = dict(data.get("scheduler") or {"type": "asha"})
+        if self.scheduler.get("type", "asha") not in SCHEDULERS:
+            raise ConfigError(f"{source}: scheduler.type {self.scheduler.get('type')!r} is not one of {SCHEDULERS}")
+        self.search = data.get("search", "random")
+        if self.search not in SEARCHERS:
+            raise ConfigError(f"{source}: search {self.search!r} is not one of {SEARCHERS}")
+        if self.search == "tpe" and any(kind == "grid" for kind, _ in self.space.values()):
+            raise ConfigError(f"{source}: search 'tpe' cannot take grid entries; use choice instead")
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a sweep file."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"sweep file not found: {path}") from None
+        return cls(data, source=str(path))
+
+    def finite_combinations(self, limit=512):
+        """All combinations of the grid/choice entries (None when a continuous entry exists or
+        there are more than ``limit``)."""
+        if any(kind not in ("grid", "choice") for kind, _ in self.space.values()):
+            return None
+        keys = list(self.space)
+        if math.prod(len(args) for _, args in self.space.values()) > limit:
+            return None
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.space[k][1] for k in keys))]
+
+    def ray_space(self):
+        """The space as Ray Tune search objects (grid -> ``tune.grid_search``)."""
+        from ray import tune
+
+        makers = {
+            "grid": lambda args: tune.grid_search(args),
+            "choice": lambda args: tune.choice(args),
+            "uniform": lambda args: tune.uniform(*args),
+            "loguniform": lambda args: tune.loguniform(*args),
+            "randint": lambda args: tune.randint(int(args[0]), int(args[1])),
+        }
+        return {key: makers[kind](args) for key, (kind, args) in self.space.items()}
