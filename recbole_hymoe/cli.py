@@ -250,3 +250,57 @@ def run_tune_main(argv=None):
     if unfinished:
         print(f"{len(unfinished)} trial(s) did not finish; run the same command with --resume to finish them")
     return 0
+
+
+def run_bench_main(argv=None):
+    """``run_bench``: a benchmark suite (models × datasets × seeds), then its report.
+
+    Returns:
+        int: 0 when every cell succeeded, 1 when some failed, 2 for bad input.
+    """
+    from pathlib import Path
+
+    from recbole_hymoe.bench.report import write_report
+    from recbole_hymoe.bench.runner import EXECUTORS, run_suite
+    from recbole_hymoe.bench.suite import Suite
+
+    parser = argparse.ArgumentParser(
+        prog="run_bench",
+        description="Run every missing cell of a benchmark suite (yaml/bench/*.yaml) and write its report: "
+        "tables with mean ± std over seeds, relative gains, paired Wilcoxon p-values, timings and "
+        "plots. Any other --key=value overrides a config key for every cell.",
+    )
+    parser.add_argument("--suite", required=True, help="suite file")
+    parser.add_argument("--out", default=None, help="results folder (default: results/bench/<suite name>)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: one process per cell, in turn; ray: Ray tasks (local or --address)")
+    parser.add_argument("--datasets", default=None, help="comma-separated datasets instead of the suite's")
+    parser.add_argument("--cpus-per-cell", type=float, default=1)
+    parser.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="only (re)write the report from saved cells")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
+        datasets = args.datasets.split(",") if args.datasets else None
+        if args.report_only:
+            suite = Suite.from_file(args.suite)
+            if datasets:
+                suite.datasets = datasets
+            out = Path(args.out or Path("results") / "bench" / suite.name)
+            summary = {"failed": [], "report": write_report(suite, out)}
+        else:
+            summary = run_suite(args.suite, args.out, args.executor, args.cpus_per_cell, args.address,
+                                args.num_cpus, overrides, datasets)
+            out = Path(args.out or Path("results") / "bench" / Suite.from_file(args.suite).name)
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"run_bench: error: {err}", file=sys.stderr)
+        return 2
+    print((out / "results.md").read_text(encoding="utf-8"))
+    if not args.report_only:
+        print(f"cells run: {summary['ran']}, already done: {summary['skipped']}, failed: {len(summary['failed'])}")
+    for folder in summary["failed"]:
+        print(f"failed cell (see its cell.log): {folder}", file=sys.stderr)
+    print(f"written to {out}: results.md, cells.csv, cells.json, summary.json, "
+          f"{', '.join(summary['report']['plots'])}")
+    return 1 if summary["failed"] else 0

@@ -122,7 +122,7 @@ def train_and_evaluate(config, saved=True):
         "n_params": n_params,
         "run_dir": str(run_dir),
         "checkpoint": trainer.saved_model_file if saved else None,
-        "versions": _versions(),
+        "versions": versions(),
         "command": sys.argv if sys.argv and sys.argv[0] else [],
     }
     if getattr(trainer, "moe_history", None):
@@ -207,7 +207,8 @@ def reset_root_logger():
         handler.close()
 
 
-def _versions():
+def versions():
+    """Versions of the packages a result depends on."""
     names = ("recbole-hymoe", "recbole", "torch", "numpy", "pandas")
     found = {}
     for name in names:

@@ -1,0 +1,195 @@
+"""One benchmark cell: a model trained and tested on a dataset with a seed, everything recorded.
+
+A cell runs RecBole's pipeline (as :func:`recbole_hymoe.quick_start.train_and_evaluate` does)
+and records, in its folder: the best-validation checkpoint's test metrics, per-user test metrics
+(for paired statistics), the validation history, epochs, train time per epoch and in total,
+evaluation time, parameter count, peak resident memory and, for MoE models, the per-epoch
+expert telemetry and the expert usage on validation tokens by item-popularity tier.
+
+Cells run in a fresh process each (``python -m recbole_hymoe.bench.cell <spec.json>`` or a
+Ray task with ``max_calls=1``), so memory figures and crashes stay per cell.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.evaluator.metrics import MRR, NDCG, Hit
+from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+import recbole_hymoe  # noqa: F401  (repairs RecBole, registers the models)
+from recbole_hymoe.bench.speed import PeakRSS
+from recbole_hymoe.compat import clean_argv
+from recbole_hymoe.config import Config
+from recbole_hymoe.data import prepare_data
+from recbole_hymoe.nn.moe import SparseMoE
+from recbole_hymoe.quick_start import record_validation, reset_root_logger, versions, write_atomic
+
+RESULT_FILE = "result.json"
+PER_USER_FILE = "per_user.npz"
+# Item-popularity tiers by training frequency: the most frequent 20 % of items, the next 30 %,
+# the remaining 50 %.
+POPULARITY_TIERS = (("head", 0.2), ("torso", 0.5), ("tail", 1.0))
+
+
+def evaluate_per_user(trainer, test_data):
+    """Test the best checkpoint; return RecBole's metrics and per-user metrics in test order.
+
+    RecBole's evaluator only returns means; its collector's top-k matrix is captured on the way
+    and turned into per-user Hit/NDCG/MRR with RecBole's own metric functions.
+    """
+    captured = {}
+    evaluate = trainer.evaluator.evaluate
+
+    def capture(struct):
+        captured["topk"] = struct.get("rec.topk").clone()
+        return evaluate(struct)
+
+    trainer.evaluator.evaluate = capture
+    try:
+        result = trainer.evaluate(test_data, load_best_model=True)
+    finally:
+        trainer.evaluator.evaluate = evaluate
+    topk = captured["topk"].numpy()
+    pos_index, pos_len = topk[:, :-1].astype(bool), topk[:, -1]
+    dataset = test_data._dataset  # sequential full-sort evaluation: one row per user, in row order
+    per_user = {"user": dataset.inter_feat[dataset.uid_field].numpy()}
+    hit = Hit.metric_info(None, pos_index)
+    ndcg = NDCG.metric_info(None, pos_index, pos_len)
+    mrr = MRR.metric_info(None, pos_index)
+    for k in trainer.config["topk"]:
+        per_user[f"hit@{k}"] = hit[:, k - 1].astype(np.float64)
+        per_user[f"ndcg@{k}"] = ndcg[:, k - 1]
+        per_user[f"mrr@{k}"] = mrr[:, k - 1]
+    return dict(result), per_user
+
+
+def popularity_tiers(train_dataset, n_items):
+    """Tier index (0 = head … 2 = tail) of every item id by training frequency, [n_items]."""
+    counts = np.bincount(train_dataset.inter_feat[train_dataset.iid_field].numpy(), minlength=n_items)
+    order = np.argsort(-counts[1:], kind="stable") + 1  # item 0 is padding
+    tiers = np.full(n_items, -1, dtype=np.int64)
+    start = 0
+    for tier, (_, upto) in enumerate(POPULARITY_TIERS):
+        stop = int(round(upto * len(order)))
+        tiers[order[start:stop]] = tier
+        start = stop
+    return tiers
+
+
+@torch.no_grad()
+def expert_usage_by_tier(model, data, tiers):
+    """Token-slots each expert receives on ``data``'s sequences, per item-popularity tier.
+
+    Returns:
+        dict: MoE layer name -> [[count per expert] per tier] (items of real tokens, every layer
+        computed at every position).
+    """
+    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, SparseMoE)]
+    if not layers:
+        return {}
+    counts = {name: np.zeros((len(POPULARITY_TIERS), module.num_experts), dtype=np.int64) for name, module in layers}
+    current = {}
+    hooks = [module.register_forward_hook(lambda mod, args, out, name=name: current.__setitem__(name, out.router.topk_idx))
+             for name, module in layers]
+    model.eval()
+    try:
+        for batch in data:
+            interaction = batch[0] if isinstance(batch, tuple) else batch
+            item_seq, item_seq_len, inputs = model._inputs(interaction.to(model.device))
+            model.encode(item_seq, item_seq_len, **inputs)
+            token_tiers = tiers[item_seq[item_seq != 0].cpu().numpy()]
+            for name, topk_idx in current.items():
+                repeats = topk_idx.shape[0] // max(1, len(token_tiers))  # streams folded into the batch
+                row_tiers = np.tile(token_tiers, repeats)
+                for k in range(topk_idx.shape[1]):
+                    np.add.at(counts[name], (row_tiers, topk_idx[:, k].cpu().numpy()), 1)
+            current.clear()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: value.tolist() for name, value in counts.items()}
+
+
+def run_cell(spec):
+    """Train and test one cell; write ``result.json`` and ``per_user.npz`` in ``spec['dir']``.
+
+    Args:
+        spec (dict): ``model``, ``dataset``, ``seed``, ``config_files``, ``overrides``, ``dir``,
+            ``label``.
+
+    Returns:
+        dict: the cell's result (also written).
+    """
+    cell_dir = Path(spec["dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    with PeakRSS() as memory:
+        start = time.perf_counter()
+        overrides = {**spec["overrides"], "seed": spec["seed"], "run_dir": str(cell_dir / "run"),
+                     "checkpoint_dir": str(cell_dir / "run"), "show_progress": False}
+        with clean_argv():
+            config = Config(spec["model"], spec["dataset"], spec.get("config_files"), overrides)
+        (cell_dir / "run").mkdir(exist_ok=True)
+        init_seed(config["seed"], config["reproducibility"])
+        reset_root_logger()
+        init_logger(config)
+        dataset, train_data, valid_data, test_data = prepare_data(config)
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        history = record_validation(trainer)
+        fit_start = time.perf_counter()
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+        train_s = time.perf_counter() - fit_start
+        eval_start = time.perf_counter()
+        test_result, per_user = evaluate_per_user(trainer, test_data)
+        test_s = time.perf_counter() - eval_start
+        epochs = len(trainer.train_loss_dict)
+        tiers = popularity_tiers(dataset, model.n_items)
+        usage = expert_usage_by_tier(model, valid_data, tiers)
+        wall_s = time.perf_counter() - start
+    for record in history:
+        record["elapsed_s"] = round(record["elapsed_s"] - fit_start, 3)
+    best = max(history, key=lambda r: r["valid_score"]) if history else None
+    result = {
+        "label": spec["label"],
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "train_regime": config["train_regime"],
+        "test_result": test_result,
+        "best_valid_result": best["valid_result"] if best else {},
+        "best_epoch": best["epoch"] if best else None,
+        "epochs_run": epochs,
+        "valid_history": history,
+        "train_s": round(train_s, 2),
+        "train_s_per_epoch": round(train_s / max(1, epochs), 2),
+        "test_eval_s": round(test_s, 2),
+        "wall_s": round(wall_s, 1),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "peak_rss_gb": round(memory.peak / 2**30, 3),
+        "moe_telemetry": getattr(trainer, "moe_history", []),
+        "expert_usage_by_tier": usage,
+        "tiers": [name for name, _ in POPULARITY_TIERS],
+        "overrides": spec["overrides"],
+        "config_files": spec.get("config_files") or [],
+        "versions": versions(),
+    }
+    np.savez_compressed(cell_dir / PER_USER_FILE, **per_user)
+    write_atomic(cell_dir / RESULT_FILE, json.dumps(result, indent=2, default=str))
+    return result
+
+
+def main(argv=None):
+    """Run the cell described by the JSON file given as the only argument."""
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    run_cell(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

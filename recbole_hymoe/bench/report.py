@@ -1,0 +1,208 @@
+"""Suite report from saved cell results (re-runnable without training anything).
+
+Per dataset: a markdown table with test metrics as mean ± std over seeds, the relative gain of
+each model's NDCG@10 over the suite's reference, the paired Wilcoxon signed-rank p-value over
+users (all seeds pooled, same seed pairing) of each model's per-user test NDCG@10 against the
+best baseline's, and timing / memory columns; CSV and JSON of every cell; PNG plots of the
+validation learning curves and, for MoE models, expert usage by item-popularity tier and over
+epochs.
+"""
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recbole_hymoe.bench.cell import PER_USER_FILE, RESULT_FILE
+from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
+from recbole_hymoe.quick_start import write_atomic
+
+TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10")
+KEY_METRIC = "ndcg@10"
+
+
+def load_cells(suite, out_dir):
+    """Saved results of the suite's cells (missing ones are left out), each with its per-user arrays."""
+    cells = []
+    for spec in suite.cells(out_dir):
+        folder = Path(spec["dir"])
+        if not (folder / RESULT_FILE).is_file():
+            continue
+        result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
+        with np.load(folder / PER_USER_FILE) as per_user:
+            result["per_user"] = {k: per_user[k] for k in per_user.files}
+        result.update(role=spec["role"], dir=str(folder))
+        cells.append(result)
+    return cells
+
+
+def _paired(cells_a, cells_b, metric=KEY_METRIC):
+    """Per-user values of two models, paired by seed and user id, all seeds pooled."""
+    by_seed_b = {c["seed"]: c for c in cells_b}
+    a_values, b_values = [], []
+    for cell in cells_a:
+        other = by_seed_b.get(cell["seed"])
+        if other is None:
+            continue
+        index_b = {int(u): i for i, u in enumerate(other["per_user"]["user"])}
+        for i, user in enumerate(cell["per_user"]["user"]):
+            j = index_b.get(int(user))
+            if j is not None:
+                a_values.append(cell["per_user"][metric][i])
+                b_values.append(other["per_user"][metric][j])
+    return np.asarray(a_values), np.asarray(b_values)
+
+
+def summarise(suite, cells):
+    """Per dataset and model: metric means/stds, gain over the reference, p-value vs the best baseline."""
+    summary = {}
+    for dataset in suite.datasets:
+        rows = {}
+        for entry in suite.models:
+            group = [c for c in cells if c["dataset"] == dataset and c["label"] == entry["label"]]
+            if not group:
+                continue
+            row = {"label": entry["label"], "role": entry["role"], "seeds": len(group),
+                   "train_regime": group[0]["train_regime"]}
+            for metric in TABLE_METRICS:
+                row[metric] = mean_std(c["test_result"][metric] for c in group)
+            row["epochs"] = mean_std(c["epochs_run"] for c in group)
+            row["train_s_per_epoch"] = mean_std(c["train_s_per_epoch"] for c in group)
+            row["train_s"] = mean_std(c["train_s"] for c in group)
+            row["test_eval_s"] = mean_std(c["test_eval_s"] for c in group)
+            row["n_params"] = group[0]["n_params"]
+            row["peak_rss_gb"] = max(c["peak_rss_gb"] for c in group)
+            row["cells"] = group
+            rows[entry["label"]] = row
+        baselines = [r for r in rows.values() if r["role"] == "baseline"]
+        best_baseline = max(baselines, key=lambda r: r[KEY_METRIC][0], default=None)
+        reference = rows.get(suite.reference)
+        for row in rows.values():
+            row["gain_vs_reference"] = (relative_gain(row[KEY_METRIC][0], reference[KEY_METRIC][0])
+                                        if reference else math.nan)
+            if best_baseline is None or row is best_baseline:
+                row["p_vs_best_baseline"] = None
+            else:
+                a, b = _paired(row["cells"], best_baseline["cells"])
+                row["p_vs_best_baseline"] = paired_wilcoxon(a, b) if len(a) else None
+        summary[dataset] = {"rows": rows, "best_baseline": best_baseline["label"] if best_baseline else None,
+                            "reference": suite.reference}
+    return summary
+
+
+def _fmt(pair, digits=4):
+    mean, std = pair
+    return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(suite, summary):
+    """Markdown tables, one per dataset."""
+    lines = [f"# Benchmark suite {suite.name}", "",
+             f"Protocol: {suite.protocol or 'package default (yaml/protocol/loo-full.yaml)'}; tuning budget per "
+             f"model: {suite.tuning_budget}. Test metrics of the best-validation checkpoint, mean ± std over "
+             f"seeds; gain = relative NDCG@10 gain over {suite.reference}; p = paired two-sided Wilcoxon "
+             "signed-rank test of per-user test NDCG@10 against the best baseline (users × seeds pooled).", ""]
+    for dataset, block in summary.items():
+        lines += [f"## {dataset}", "",
+                  f"Best baseline: {block['best_baseline']}.", "",
+                  "| model | regime | seeds | " + " | ".join(TABLE_METRICS) + " | gain | p vs best baseline | "
+                  "epochs | train s/epoch | train s | test eval s | params | peak RSS GB |",
+                  "|---|---|---|" + "---|" * len(TABLE_METRICS) + "---|---|---|---|---|---|---|---|"]
+        for row in block["rows"].values():
+            gain = "–" if math.isnan(row["gain_vs_reference"]) else f"{row['gain_vs_reference']:+.1%}"
+            p_value = "–" if row["p_vs_best_baseline"] is None else f"{row['p_vs_best_baseline']:.2g}"
+            metrics = " | ".join(_fmt(row[m]) for m in TABLE_METRICS)
+            lines.append(
+                f"| {row['label']}{' (ours)' if row['role'] == 'ours' else ''} | {row['train_regime']} | "
+                f"{row['seeds']} | {metrics} | {gain} | {p_value} | {_fmt(row['epochs'], 1)} | "
+                f"{_fmt(row['train_s_per_epoch'], 1)} | {_fmt(row['train_s'], 0)} | {_fmt(row['test_eval_s'], 2)} | "
+                f"{row['n_params']:,} | {row['peak_rss_gb']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cells_csv(cells):
+    columns = ["dataset", "label", "model", "role", "seed", "train_regime", "epochs_run", "best_epoch",
+               *(f"test_{m}" for m in TABLE_METRICS), "train_s", "train_s_per_epoch", "test_eval_s",
+               "n_params", "peak_rss_gb", "dir"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for cell in cells:
+        writer.writerow({**cell, **{f"test_{m}": cell["test_result"][m] for m in TABLE_METRICS}})
+    return buffer.getvalue()
+
+
+def plot_report(suite, summary, out_dir):
+    """Learning curves per dataset; expert usage by popularity tier and over epochs per MoE model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for dataset, block in summary.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for row in block["rows"].values():
+            curves = [[r["valid_result"].get(KEY_METRIC, math.nan) for r in c["valid_history"]] for c in row["cells"]]
+            length = min(len(c) for c in curves) if curves else 0
+            if length:
+                ax.plot(range(length), np.mean([c[:length] for c in curves], axis=0), label=row["label"])
+        ax.set(xlabel="epoch", ylabel="valid NDCG@10 (mean over seeds)", title=f"Learning curves, {dataset}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"learning_curves_{dataset}.png"
+        fig.savefig(out_dir / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+        for row in block["rows"].values():
+            cell = row["cells"][0]
+            if not cell.get("expert_usage_by_tier"):
+                continue
+            layers = list(cell["expert_usage_by_tier"].items())
+            fig, axes = plt.subplots(1, len(layers) + 1, figsize=(4 * (len(layers) + 1), 3.2))
+            for ax, (layer, counts) in zip(axes, layers):
+                counts = np.asarray(counts, dtype=np.float64)
+                share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+                image = ax.imshow(share, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+                ax.set_yticks(range(len(cell["tiers"])), cell["tiers"])
+                ax.set_xticks(range(share.shape[1]), [f"e{e}" for e in range(share.shape[1])])
+                ax.set_title(f"{layer}\n(share of tier's tokens)", fontsize=7)
+            fig.colorbar(image, ax=axes[len(layers) - 1])
+            over_epochs = axes[-1]
+            telemetry = cell.get("moe_telemetry") or []
+            if telemetry:
+                first_layer = next(iter(telemetry[0]["layers"]))
+                shares = np.asarray([t["layers"][first_layer]["token_share"] for t in telemetry])
+                for e in range(shares.shape[1]):
+                    over_epochs.plot(shares[:, e], "o-", markersize=3, label=f"e{e}")
+                over_epochs.set(xlabel="epoch", ylabel="token share", title=f"{first_layer}: usage over epochs")
+                over_epochs.title.set_fontsize(7)
+                over_epochs.legend(fontsize=6)
+            fig.suptitle(f"{row['label']} on {dataset} (seed {cell['seed']})", fontsize=8)
+            fig.tight_layout()
+            name = f"experts_{dataset}_{row['label']}.png".replace(" ", "_")
+            fig.savefig(out_dir / name, dpi=120)
+            plt.close(fig)
+            written.append(name)
+    return written
+
+
+def write_report(suite, out_dir):
+    """Write ``cells.csv``, ``cells.json``, ``results.md`` and the plots into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cells = load_cells(suite, out_dir)
+    summary = summarise(suite, cells)
+    write_atomic(out_dir / "cells.csv", _cells_csv(cells))
+    public = [{k: v for k, v in c.items() if k != "per_user"} for c in cells]
+    write_atomic(out_dir / "cells.json", json.dumps(public, indent=2, default=str))
+    write_atomic(out_dir / "results.md", markdown(suite, summary))
+    plots = plot_report(suite, summary, out_dir) if cells else []
+    table = {dataset: {label: {k: v for k, v in row.items() if k != "cells"} for label, row in block["rows"].items()}
+             for dataset, block in summary.items()}
+    write_atomic(out_dir / "summary.json", json.dumps(table, indent=2, default=str))
+    return {"cells": len(cells), "plots": plots, "summary": table}

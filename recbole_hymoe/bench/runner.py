@@ -1,0 +1,105 @@
+"""Run a suite: every missing cell, one fresh process each, locally or as Ray tasks; then report.
+
+``executor='local'`` runs the cells one after another, each in its own Python process;
+``executor='ray'`` submits them as Ray tasks (a fresh worker per task) to a local Ray sized to
+the machine or to an existing cluster (``address``/``RAY_ADDRESS``), with the same Ray
+initialisation as the sweeps. A cell whose ``result.json`` exists is never run again, so an
+interrupted suite resumes by running the same command.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from recbole_hymoe.bench.cell import RESULT_FILE
+from recbole_hymoe.bench.report import write_report
+from recbole_hymoe.bench.suite import Suite
+from recbole_hymoe.errors import ConfigError
+
+EXECUTORS = ("local", "ray", "inline")  # inline: in this process (tests, debugging; no per-cell memory)
+
+
+def _run_local(spec):
+    spec_file = Path(spec["dir"]) / "spec.json"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    log = Path(spec["dir"]) / "cell.log"
+    with open(log, "w", encoding="utf-8") as out:
+        done = subprocess.run([sys.executable, "-m", "recbole_hymoe.bench.cell", str(spec_file)],
+                              stdout=out, stderr=subprocess.STDOUT)
+    return done.returncode
+
+
+def _run_ray(specs, cpus_per_cell, address, num_cpus):
+    import ray
+
+    from recbole_hymoe.tuning.runner import _init_ray
+
+    _init_ray(address, num_cpus)
+
+    @ray.remote(num_cpus=cpus_per_cell, max_calls=1)  # a fresh worker per cell: clean memory figures
+    def cell_task(spec):
+        from recbole_hymoe.bench.cell import run_cell
+
+        run_cell(spec)
+        return spec["dir"]
+
+    pending = {cell_task.remote(spec): spec for spec in specs}
+    failed = []
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(ready[0])
+        try:
+            ray.get(ready[0])
+        except Exception as err:  # noqa: BLE001 - a failed cell is reported, the others go on
+            failed.append((spec, err))
+    return failed
+
+
+def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, address=None, num_cpus=None,
+              overrides=None, datasets=None, report=True):
+    """Run every cell of ``suite_file`` that has no result yet, then write the report.
+
+    Args:
+        suite_file (str): the suite.
+        out_dir (str, optional): results folder (default ``results/bench/<suite name>``).
+        executor (str): ``local`` or ``ray``.
+        cpus_per_cell (float): Ray CPUs per cell.
+        address (str, optional): Ray cluster address.
+        num_cpus (int, optional): CPUs of a local Ray.
+        overrides (dict, optional): config overrides for every cell (e.g. ``data_path``).
+        datasets (list[str], optional): run on these datasets instead of the suite's.
+        report (bool): write the report afterwards.
+
+    Returns:
+        dict: ``ran``, ``skipped`` (already done), ``failed`` (cell folders) and the ``report``.
+    """
+    suite = Suite.from_file(suite_file)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} is not one of {EXECUTORS}")
+    if datasets:
+        suite.datasets = list(datasets)
+    overrides = dict(overrides or {})
+    if "data_path" in overrides:
+        overrides["data_path"] = str(Path(overrides["data_path"]).resolve())
+    suite.check(overrides)  # every problem, before anything runs
+    out_dir = Path(out_dir or Path("results") / "bench" / suite.name)
+    specs = suite.cells(out_dir, overrides)
+    todo = [s for s in specs if not (Path(s["dir"]) / RESULT_FILE).is_file()]
+    failed = []
+    if executor == "ray" and todo:
+        failed = [spec["dir"] for spec, _ in _run_ray(todo, cpus_per_cell, address, num_cpus)]
+    elif executor == "inline":
+        from recbole_hymoe.bench.cell import run_cell
+
+        for spec in todo:
+            run_cell(spec)
+    else:
+        for spec in todo:
+            if _run_local(spec) != 0:
+                failed.append(spec["dir"])
+    summary = {"ran": len(todo) - len(failed), "skipped": len(specs) - len(todo), "failed": failed}
+    if report:
+        summary["report"] = write_report(suite, out_dir)
+    return summary

@@ -1,0 +1,142 @@
+"""Benchmark suites: models × datasets × seeds under one protocol, checked before anything runs.
+
+A suite file (``yaml/bench/*.yaml``)::
+
+    name: paper-beauty
+    protocol: yaml/protocol/loo-full.yaml     # config file applied to every cell
+    datasets: [beauty]
+    seeds: [2020, 2021, 2022]
+    train_regime: all_positions               # for models that support it; RecBole's built-ins: prefix
+    overrides: {stopping_step: 10}            # shared by every cell
+    dataset_overrides: {beauty: {MAX_ITEM_LIST_LENGTH: 50}}
+    reference: SASRec-equivalent              # relative gains are against this model
+    tuning_budget: defaults, no tuning        # said in the tables
+    models:
+      - {label: HyMoERec, model: HyMoERec, role: ours}
+      - {label: SASRec-equivalent, model: HyMoERec, overrides: {moe_num_experts: 0}}
+      - {label: SASRec, model: SASRec}        # role defaults to baseline
+"""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from recbole_hymoe import registry
+from recbole_hymoe.compat import clean_argv
+from recbole_hymoe.config import Config, check_dataset_files
+from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+
+ROLES = ("ours", "baseline")
+SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
+              "reference", "tuning_budget", "models"}
+
+
+def _resolve(path):
+    """A file path as given, or relative to the package checkout (suites name ``yaml/…`` files)."""
+    if path is None or Path(path).is_file():
+        return path
+    candidate = registry.YAML_DIR.parent / path
+    return str(candidate) if candidate.is_file() else path
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
+
+
+class Suite:
+    """A parsed suite; :meth:`cells` lists what to run, :meth:`check` what is wrong with it."""
+
+    def __init__(self, data, source="<dict>"):
+        problems = []
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a suite is a mapping (name, datasets, seeds, models, …)")
+        unknown = set(data) - SUITE_KEYS
+        if unknown:
+            problems.append(f"unknown entries {sorted(unknown)}; allowed: {', '.join(sorted(SUITE_KEYS))}")
+        for key in ("name", "datasets", "seeds", "models"):
+            if not data.get(key):
+                problems.append(f"missing {key!r}")
+        self.source = source
+        self.name = data.get("name", Path(source).stem)
+        self.protocol = _resolve(data.get("protocol"))
+        self.datasets = list(data.get("datasets") or [])
+        self.seeds = list(data.get("seeds") or [])
+        self.train_regime = data.get("train_regime", "all_positions")
+        self.overrides = dict(data.get("overrides") or {})
+        self.dataset_overrides = dict(data.get("dataset_overrides") or {})
+        self.tuning_budget = data.get("tuning_budget", "defaults, no tuning")
+        self.models = []
+        for i, entry in enumerate(data.get("models") or []):
+            if not isinstance(entry, dict) or "model" not in entry:
+                problems.append(f"models[{i}] needs at least 'model'")
+                continue
+            role = entry.get("role", "baseline")
+            if role not in ROLES:
+                problems.append(f"models[{i}].role {role!r} is not one of {ROLES}")
+            self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
+                                "role": role, "overrides": dict(entry.get("overrides") or {})})
+        labels = [m["label"] for m in self.models]
+        if len(labels) != len(set(labels)):
+            problems.append("model labels must be unique")
+        self.reference = data.get("reference", labels[0] if labels else None)
+        if labels and self.reference not in labels:
+            problems.append(f"reference {self.reference!r} is not one of the model labels {labels}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+            problems.append(f"seeds must be integers, got {self.seeds}")
+        if problems:
+            raise ConfigError(f"{source}: " + "; ".join(problems))
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a suite file."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls(yaml.safe_load(f), source=str(path))
+        except FileNotFoundError:
+            raise ConfigError(f"suite file not found: {path}") from None
+
+    def cell_overrides(self, entry, dataset, extra=None):
+        """Config overrides of one (model, dataset) cell."""
+        regime = self.train_regime
+        if regime == "all_positions" and not registry.is_plugin_model(registry.resolve_model_name(entry["model"])):
+            regime = "prefix"  # RecBole's built-in models train on the last position only
+        return {"train_regime": regime, **self.overrides, **self.dataset_overrides.get(dataset, {}),
+                **entry["overrides"], **(extra or {})}
+
+    def cells(self, out_dir, extra=None):
+        """Every cell spec (model × dataset × seed), each with its own folder under ``out_dir``."""
+        specs = []
+        for dataset in self.datasets:
+            for entry in self.models:
+                for seed in self.seeds:
+                    specs.append({
+                        "label": entry["label"], "model": entry["model"], "role": entry["role"],
+                        "dataset": dataset, "seed": seed,
+                        "config_files": [str(Path(self.protocol).resolve())] if self.protocol else [],
+                        "overrides": self.cell_overrides(entry, dataset, extra),
+                        "dir": str(Path(out_dir).resolve() / "cells" / _slug(dataset) / _slug(entry["label"])
+                                   / f"seed-{seed}"),
+                    })
+        return specs
+
+    def check(self, extra=None):
+        """Build every (model, dataset) config and check the data; raise listing every problem.
+
+        Raises:
+            ConfigError: unknown models or datasets, rejected cell configs, a missing protocol file.
+        """
+        problems = []
+        if self.protocol and not Path(self.protocol).is_file():
+            problems.append(f"protocol file not found: {self.protocol}")
+        for dataset in self.datasets:
+            for entry in self.models:
+                try:
+                    with clean_argv():
+                        config = Config(entry["model"], dataset, [self.protocol] if self.protocol else None,
+                                        self.cell_overrides(entry, dataset, extra))
+                    check_dataset_files(config)
+                except (ConfigError, DatasetNotFoundError) as err:
+                    problems.append(f"{entry['label']} on {dataset}: " + " ".join(str(err).split()))
+        if problems:
+            raise ConfigError(f"{self.source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))

@@ -1,0 +1,95 @@
+"""Benchmark suites: statistics, per-user metrics, input checks, a real smoke run and resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from recbole_hymoe.bench import runner
+from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
+from recbole_hymoe.bench.suite import Suite
+from recbole_hymoe.errors import ConfigError
+
+SMOKE = "yaml/bench/ml-100k-smoke.yaml"
+TINY = {"epochs": 1, "hidden_size": 32, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 20, "state": "ERROR"}
+
+
+def test_mean_std_and_relative_gain_on_hand_numbers():
+    assert mean_std([0.1, 0.2, 0.3]) == pytest.approx((0.2, 0.1))
+    assert mean_std([0.5]) == (0.5, 0.0)
+    assert relative_gain(0.19, 0.18) == pytest.approx(1 / 18)
+    assert math.isnan(relative_gain(0.1, 0.0))
+
+
+def test_paired_wilcoxon_matches_scipy_on_a_hand_example():
+    a = [0.5, 0.0, 1.0, 0.63, 0.0, 0.43, 0.0, 0.33]
+    b = [0.33, 0.0, 0.5, 0.5, 0.0, 0.39, 0.1, 0.0]
+    # differences without the two ties: 0.17, 0.5, 0.13, 0.04, -0.1, 0.33 -> W- = rank of 0.1 = 2
+    expected = stats.wilcoxon([x - y for x, y in zip(a, b) if x != y]).pvalue
+    assert paired_wilcoxon(a, b) == pytest.approx(expected)
+    assert stats.wilcoxon([x - y for x, y in zip(a, b) if x != y]).statistic == 2.0
+    assert paired_wilcoxon([0.1, 0.2], [0.1, 0.2]) == 1.0
+    with pytest.raises(ValueError, match="paired samples differ in size"):
+        paired_wilcoxon([1.0], [1.0, 2.0])
+
+
+def test_suite_problems_are_all_listed_before_anything_runs(tmp_path, mini_data_path):
+    suite = Suite({"name": "bad", "datasets": ["mini", "nowhere"], "seeds": [1],
+                   "models": [{"model": "HyMoERec", "overrides": {"moe_top_k": 9}}, {"model": "NoSuchModel"},
+                              {"label": "ok", "model": "SASRec"}]})
+    with pytest.raises(ConfigError) as err:
+        suite.check({"data_path": str(mini_data_path)})
+    message = str(err.value)
+    assert "HyMoERec on mini: " in message and "moe_top_k=9" in message
+    assert "NoSuchModel on mini: " in message and "unknown model 'NoSuchModel'" in message
+    assert "ok on nowhere: " in message and "dataset 'nowhere' not found" in message
+    with pytest.raises(ConfigError, match="missing 'seeds'.*reference 'x' is not one of"):
+        Suite({"name": "n", "datasets": ["mini"], "models": [{"model": "SASRec"}], "reference": "x"})
+
+
+@pytest.mark.integration
+def test_smoke_suite_runs_every_model_reports_statistics_and_resumes(tmp_path, mini_data_path, monkeypatch):
+    overrides = {**TINY, "data_path": str(mini_data_path)}
+    summary = runner.run_suite(SMOKE, tmp_path / "out", executor="inline", overrides=overrides, datasets=["mini"])
+    suite = Suite.from_file(SMOKE)
+    assert summary["ran"] == len(suite.models) and not summary["failed"]
+    report = summary["report"]
+    rows = report["summary"]["mini"]
+    assert set(rows) == {m["label"] for m in suite.models}
+    assert rows["SASRec"]["train_regime"] == "prefix" and rows["HyMoERec"]["train_regime"] == "all_positions"
+    assert any(row["p_vs_best_baseline"] is not None for row in rows.values())
+    assert "learning_curves_mini.png" in report["plots"] and "experts_mini_HyMoERec.png" in report["plots"]
+    results = (tmp_path / "out" / "results.md").read_text()
+    assert "| SASRec-equivalent | all_positions | 1 |" in results and "Best baseline:" in results
+
+    cell = json.loads(next((tmp_path / "out" / "cells").rglob("result.json")).read_text())
+    per_user = np.load(next((tmp_path / "out" / "cells").rglob("per_user.npz")))
+    assert per_user["ndcg@10"].mean() == pytest.approx(cell["test_result"]["ndcg@10"], abs=1e-4)
+    assert len(per_user["user"]) == len(set(per_user["user"].tolist()))
+
+    def must_not_run(spec):
+        raise AssertionError(f"finished cell run again: {spec['dir']}")
+
+    monkeypatch.setattr("recbole_hymoe.bench.cell.run_cell", must_not_run)
+    again = runner.run_suite(SMOKE, tmp_path / "out", executor="inline", overrides=overrides, datasets=["mini"])
+    assert again["ran"] == 0 and again["skipped"] == len(suite.models)
+
+
+@pytest.mark.integration
+def test_an_interrupted_suite_runs_only_its_missing_cells(tmp_path, mini_data_path):
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "two", "datasets": ["mini"], "seeds": [1, 2],
+        "models": [{"label": "SASRec-equivalent", "model": "HyMoERec", "overrides": {"moe_num_experts": 0}}],
+    }))
+    overrides = {**TINY, "data_path": str(mini_data_path), "train_regime": "all_positions"}
+    first = runner.run_suite(str(suite_file), tmp_path / "out", executor="local", overrides=overrides)
+    assert first["ran"] == 2
+    lost = next((tmp_path / "out" / "cells").rglob("seed-2/result.json"))
+    lost.unlink()  # as if the suite had been interrupted during this cell
+    second = runner.run_suite(str(suite_file), tmp_path / "out", executor="local", overrides=overrides)
+    assert second == {**second, "ran": 1, "skipped": 1, "failed": []}
+    assert lost.is_file()
