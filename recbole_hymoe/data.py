@@ -11,8 +11,11 @@ The all-positions windows are chosen among RecBole's own prefix rows of the trai
 row whose target is a user's k-th item carries the (up to) ``L`` items before it, so as a window
 it supervises the targets ``k-L+1 … k``, each predicted from the items before it in the window. ``train_windows: tiled`` keeps the rows with targets
 ``n, n-L, n-2L, …`` (n = the user's last training target): non-overlapping windows that cover
-every training target once. ``train_windows: last`` keeps only the latest window per user
-(SASRec's original truncation; targets older than L items are never trained on).
+every training target once. ``train_window_stride: S`` (< L) makes the tiles overlap: windows end
+at targets ``n, n-S, n-2S, …`` and each supervises only its last S positions, so every training
+target is still supervised exactly once but with at least L - S items of context (the first
+targets of a non-overlapping tile see little). ``train_windows: last`` keeps only the latest
+window per user (SASRec's original truncation; targets older than L items are never trained on).
 """
 
 import numpy as np
@@ -20,17 +23,23 @@ import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
 from recbole_hymoe.errors import ConfigError
 
 TRAIN_REGIMES = ("prefix", "all_positions")
+LOSS_START_FIELD = "window_loss_start"  # first supervised position of an overlapping window
 TRAIN_WINDOWS = ("tiled", "last")
 
 
 def check_regime(config, supports_all_positions):
     """Raise :class:`ConfigError` for an unknown or unsupported ``train_regime`` / ``train_windows``."""
-    regime, windows = config["train_regime"], config["train_windows"]
+    regime, windows, stride = config["train_regime"], config["train_windows"], config["train_window_stride"]
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                               or not 1 <= stride <= config["MAX_ITEM_LIST_LENGTH"]):
+        raise ConfigError(f"train_window_stride={stride!r} must be ~ or an integer in "
+                          f"[1, MAX_ITEM_LIST_LENGTH={config['MAX_ITEM_LIST_LENGTH']}]")
     if regime not in TRAIN_REGIMES:
         raise ConfigError(f"train_regime={regime!r} must be one of {list(TRAIN_REGIMES)}")
     if windows not in TRAIN_WINDOWS:
@@ -43,7 +52,7 @@ def check_regime(config, supports_all_positions):
         )
 
 
-def window_rows(user_ids, max_len, windows):
+def window_rows(user_ids, max_len, windows, stride=None):
     """Pick the prefix rows that become all-positions training windows.
 
     Args:
@@ -51,9 +60,10 @@ def window_rows(user_ids, max_len, windows):
             time order (as RecBole's leave-one-out split leaves them).
         max_len (int): L, the window length.
         windows (str): ``tiled`` or ``last``.
+        stride (int, optional): S ≤ L, the step between tiled windows (default L).
 
     Returns:
-        ndarray: sorted row indices; per user the last row, and with ``tiled`` every L-th row
+        ndarray: sorted row indices; per user the last row, and with ``tiled`` every S-th row
         before it.
     """
     user_ids = np.asarray(user_ids)
@@ -63,17 +73,28 @@ def window_rows(user_ids, max_len, windows):
     ends = np.r_[starts[1:], len(user_ids)] - 1  # last row of each user
     if windows == "last":
         return ends
-    step = max_len
+    step = stride or max_len
     rows = [np.arange(end, start - 1, -step)[::-1] for start, end in zip(starts, ends)]
     return np.concatenate(rows)
+
+
+def loss_start(lengths, stride):
+    """First supervised position of each window: only its last ``stride`` positions are new.
+
+    A window of length n ending at target j supervises targets j-stride+1 … j; the window S rows
+    earlier covers the targets before. With stride = L (non-overlapping tiles) every position is
+    supervised; with a smaller stride every target keeps at least L - stride items of context.
+    """
+    return np.maximum(0, np.asarray(lengths) - stride)
 
 
 class RegimeDataset(SequentialDataset):
     """RecBole's ``SequentialDataset`` whose training split follows ``train_regime``.
 
     Registered as ``recbole.data.dataset.<Model>Dataset`` for the package's models, so RecBole's
-    ``create_dataset`` (and ``load_data_and_model``) builds it. ``prefix_train`` keeps RecBole's
-    untouched prefix rows of the training split (e.g. for a user-item graph of training data).
+    ``create_dataset`` (and ``load_data_and_model``) builds it. ``prefix_train`` (on the dataset and
+    on each of its splits) keeps RecBole's untouched prefix rows of the training split, e.g. for a
+    user-item graph of training interactions only.
 
     Two repairs of the time field:
 
@@ -108,11 +129,18 @@ class RegimeDataset(SequentialDataset):
     def build(self):
         train, valid, test = super().build()
         self.prefix_train = train
+        for split in (train, valid, test):  # a model gets one split; each can reach the training data
+            split.prefix_train = train
         if self.config["train_regime"] == "all_positions":
-            rows = window_rows(
-                train.inter_feat[self.uid_field].numpy(), self.max_item_list_len, self.config["train_windows"]
-            )
-            train = train.copy(train.inter_feat[rows])
+            stride = self.config["train_window_stride"] or self.max_item_list_len
+            windows = self.config["train_windows"]
+            rows = window_rows(train.inter_feat[self.uid_field].numpy(), self.max_item_list_len, windows, stride)
+            feat = train.inter_feat[rows]
+            if windows == "tiled" and stride < self.max_item_list_len:
+                starts = loss_start(feat[self.item_list_length_field].numpy(), stride)
+                feat.update(Interaction({LOSS_START_FIELD: torch.from_numpy(starts)}))
+                self.set_field_property(LOSS_START_FIELD, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+            train = train.copy(feat)
         return [train, valid, test]
 
 

@@ -162,3 +162,31 @@ def test_length_bucketed_loader_yields_every_row_once_in_similar_length_batches(
     assert np.mean(spread) < 2  # 120 users in at most 50-batch buckets: near-uniform lengths
     second_epoch = [b["user_id"].tolist() for b in train_data]
     assert second_epoch != [b["user_id"].tolist() for b in batches]  # reshuffled every epoch
+
+
+def test_overlapping_windows_supervise_every_target_once_with_context(mini_data_path, regimes):
+    from recbole_hymoe.data import LOSS_START_FIELD, loss_start
+
+    assert loss_start([10, 10, 7, 3], 5).tolist() == [5, 5, 2, 0]
+    prefix = regimes[0]
+    _, _, train_data, _, _ = build_data("HyMoERec", {
+        "data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_regime": "all_positions",
+        "train_window_stride": 4, "state": "ERROR"})
+    inter = train_data._dataset.inter_feat
+    covered = {}
+    for uid, seq, length, target, start in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist(),
+                                               inter["item_length"].tolist(), inter["item_id"].tolist(),
+                                               inter[LOSS_START_FIELD].tolist()):
+        targets = (seq[1:length] + [target])[start:]
+        covered.setdefault(uid, []).extend(targets)
+        # a supervised target sees >= L - S items, or every item before it (windows shorter than L
+        # start at the user's first item)
+        assert length < 10 or start >= 10 - 4
+    prefix_targets = {}
+    for uid, target in zip(prefix[2]._dataset.inter_feat["user_id"].tolist(),
+                           prefix[2]._dataset.inter_feat["item_id"].tolist()):
+        prefix_targets.setdefault(uid, []).append(target)
+    assert {u: sorted(t) for u, t in covered.items()} == {u: sorted(t) for u, t in prefix_targets.items()}
+    with pytest.raises(ConfigError, match="train_window_stride=11"):
+        Config("HyMoERec", "mini", config_dict={"data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10,
+                                                 "train_window_stride": 11})

@@ -17,6 +17,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import nn
 
+from recbole_hymoe.data import LOSS_START_FIELD
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.models.params import Param, choice, integer, number, read_params
 from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
@@ -208,6 +209,9 @@ class MoESequentialRecommender(SequentialRecommender):
             encoded = self.encode(item_seq, item_seq_len, **inputs)
             targets = next_item_targets(item_seq, item_seq_len, last_target)  # [B, L]
             real = item_seq != 0  # [B, L]
+            if LOSS_START_FIELD in interaction:  # overlapping windows: only their new targets
+                positions = torch.arange(item_seq.size(1), device=item_seq.device)
+                real = real & (positions >= interaction[LOSS_START_FIELD].unsqueeze(1))
             rec_loss = self.rec_loss(self.user_output(encoded.hidden[real]), targets[real])  # [N, H], [N]
             aux_loss = encoded.aux_loss
         else:
