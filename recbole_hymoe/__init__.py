@@ -18,14 +18,15 @@ registry.install_config_hook()
 
 from recbole_hymoe.config import Config  # noqa: E402
 from recbole_hymoe.data import RegimeDataset  # noqa: E402
-from recbole_hymoe.models import FuXiAlpha, FuxiMME, HyMoERec, Mamba4Rec  # noqa: E402
+from recbole_hymoe.models import FuXiAlpha, FuxiMME, HM2Rec, HyMoERec, Mamba4Rec  # noqa: E402
 from recbole_hymoe.trainer import MoETrainer  # noqa: E402
 
-_MODELS = ((HyMoERec, ()), (Mamba4Rec, ()), (FuXiAlpha, ("FuXi-alpha", "FuXi-α")), (FuxiMME, ("Fuxi-MME",)))
+_MODELS = ((HyMoERec, ()), (Mamba4Rec, ()), (FuXiAlpha, ("FuXi-alpha", "FuXi-α")), (FuxiMME, ("Fuxi-MME",)),
+           (HM2Rec, ()))
 for _model, _aliases in _MODELS:
     registry.register_model(_model, _model.yaml_file(), trainer=MoETrainer, dataset=RegimeDataset, aliases=_aliases)
 
 from recbole_hymoe.quick_start import run  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Config", "FuXiAlpha", "FuxiMME", "HyMoERec", "Mamba4Rec", "MoETrainer", "run", "__version__"]
+__all__ = ["Config", "FuXiAlpha", "FuxiMME", "HM2Rec", "HyMoERec", "Mamba4Rec", "MoETrainer", "run", "__version__"]

@@ -49,5 +49,5 @@ def test_unknown_model_lists_plugin_and_builtin_names():
         registry.resolve_model_name("HyMoeRecc")
     message = str(err.value)
     assert "Did you mean HyMoERec" in message
-    assert "plugin models: FuXiAlpha, FuxiMME, HyMoERec" in message and "SASRec" in message
+    assert "plugin models: FuXiAlpha, FuxiMME, HM2Rec, HyMoERec, Mamba4Rec" in message and "SASRec" in message
     assert "lightgbm" not in message

@@ -45,6 +45,8 @@ class HybridFeedForward(nn.Module):
         z_loss_weight (float): router z-loss weight.
         inner_dropout_prob (float): dropout after the activation inside the dense branch and
             every expert (0 for the transformer host, the host's dropout for Mamba4Rec's FFN).
+        dense (bool): keep the dense shared branch; without it the block is a plain MoE-FFN
+            ``LN(x + Dropout(y_MoE))`` (HM2Rec's), which needs ``num_experts > 0``.
     """
 
     def __init__(
@@ -64,14 +66,19 @@ class HybridFeedForward(nn.Module):
         balance_weight=0.01,
         z_loss_weight=0.0,
         inner_dropout_prob=0.0,
+        dense=True,
     ):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion={fusion!r} is not one of {FUSIONS}")
+        if not dense and num_experts == 0:
+            raise ValueError("a block without its dense branch needs experts (num_experts > 0)")
         self.fusion = fusion
-        self.dense_1 = nn.Linear(hidden_size, inner_size)
+        self.dense = dense
+        if dense:
+            self.dense_1 = nn.Linear(hidden_size, inner_size)
+            self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.act = get_activation(hidden_act)
-        self.dense_2 = nn.Linear(inner_size, hidden_size)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout = Dropout(hidden_dropout_prob)
         self.inner_dropout = Dropout(inner_dropout_prob)
@@ -86,12 +93,15 @@ class HybridFeedForward(nn.Module):
                 balance_weight=balance_weight,
                 z_loss_weight=z_loss_weight,
             )
-            self.alpha_logit = nn.Parameter(torch.tensor(float(alpha_init)))
+            if dense:
+                self.alpha_logit = nn.Parameter(torch.tensor(float(alpha_init)))
 
     def alpha(self, warmup):
-        """Return ``α = σ(a) · w(t)`` (0 without a sparse branch)."""
+        """Return ``α = σ(a) · w(t)`` (0 without a sparse branch, 1 without a dense one)."""
         if self.moe is None:
             return torch.zeros(())
+        if not self.dense:
+            return torch.ones(())
         return torch.sigmoid(self.alpha_logit) * warmup
 
     def forward(self, hidden, mask, warmup=1.0):
@@ -113,14 +123,16 @@ class HybridFeedForward(nn.Module):
         flat = hidden.reshape(-1, hidden.size(-1))  # [B·L, H]
         token_idx = mask.reshape(-1).nonzero(as_tuple=True)[0]  # [N]
         tokens = flat.index_select(0, token_idx)  # [N, H]
-        y = self.dense_2(self.inner_dropout(self.act(self.dense_1(tokens))))
-        moe_out = None
-        if self.moe is not None:
-            moe_out = self.moe(tokens)
-            alpha = self.alpha(warmup)
-            if self.fusion == "additive":
-                y = y + alpha * moe_out.hidden
-            else:
-                y = (1.0 - alpha) * y + alpha * moe_out.hidden
+        moe_out = self.moe(tokens) if self.moe is not None else None
+        if not self.dense:
+            y = moe_out.hidden
+        else:
+            y = self.dense_2(self.inner_dropout(self.act(self.dense_1(tokens))))
+            if moe_out is not None:
+                alpha = self.alpha(warmup)
+                if self.fusion == "additive":
+                    y = y + alpha * moe_out.hidden
+                else:
+                    y = (1.0 - alpha) * y + alpha * moe_out.hidden
         out = self.layer_norm(self.dropout(y) + tokens)  # [N, H]
         return flat.index_copy(0, token_idx, out).reshape(hidden.shape), moe_out

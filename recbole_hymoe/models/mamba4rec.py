@@ -9,6 +9,7 @@ Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, N ``mamba_d_st
 """
 
 from torch import nn
+from torch.nn import functional as F
 
 from recbole_hymoe.blocks.mamba import MambaLayer
 from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender, recbole_init
@@ -68,9 +69,13 @@ def init_mamba_host(model, mamba_init, std):
                 module.reset_parameters()
 
 
-def encode_mamba(model, item_seq, item_seq_len, last_only, warmup=1.0):
-    """Mamba4Rec's forward: ``LN(Dropout(E[item]))`` through the layers; returns EncoderOutput."""
-    hidden = model.layer_norm(model.dropout(model.item_embedding(item_seq)))  # [B, L, H]
+def encode_mamba(model, item_seq, item_seq_len, last_only, warmup=1.0, item_table=None):
+    """Mamba4Rec's forward: ``LN(Dropout(E[item]))`` through the layers; returns EncoderOutput.
+
+    ``item_table`` [n_items, H] replaces ``model.item_embedding`` (a model with a fused table).
+    """
+    items = model.item_embedding(item_seq) if item_table is None else F.embedding(item_seq, item_table, padding_idx=0)
+    hidden = model.layer_norm(model.dropout(items))  # [B, L, H]
     mask = item_seq != 0
     aux_loss = hidden.new_zeros(())
     for i, layer in enumerate(model.encoder):

@@ -1,0 +1,303 @@
+"""HM2Rec: hyperbolic graph convolution + VGAE item latents, Mamba with RoPE, MoE in place of the FFN.
+
+Reference:
+    Yuwen Liu, Lianyong Qi, Xingyuan Mao, Weiming Liu, Xuhui Fan, Qiang Ni, Xuyun Zhang, Yang
+    Zhang, Yuan Tian, Amin Beheshti. "Hyperbolic-Enhanced Mixture-of-Experts Mamba for Sequential
+    Recommendation." AAAI 2026. Only the abstract could be read; no official code exists.
+
+Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, U users, I items (id 0 is
+padding), N = U + I graph nodes, E ``moe_num_experts``, K ``moe_top_k``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from recbole_hymoe.models.base import LOSS_PARAMS, MoESequentialRecommender
+from recbole_hymoe.models.mamba4rec import (
+    MAMBA_PARAMS,
+    build_mamba_encoder,
+    encode_mamba,
+    init_mamba_host,
+    mamba_problems,
+)
+from recbole_hymoe.models.params import Param, boolean, choice, integer, number
+from recbole_hymoe.nn.dropout import Dropout
+from recbole_hymoe.nn.ffn import ACTIVATIONS
+from recbole_hymoe.nn.graph import ADJ_NORMS, GRAPH_AGGS, VGAE, VGAE_DECODERS, BipartiteGraph, HyperbolicGCN
+from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS
+
+FUSIONS = ("add", "gate", "replace")
+MANIFOLD_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+# HGCF initialises its node embeddings uniformly in (-0.1, 0.1).
+GRAPH_INIT_SCALE = 0.1
+
+
+def training_graph(dataset, norm, dtype):
+    """Build the bipartite graph of the training interactions of ``dataset``'s split.
+
+    ``prefix_train.inter_matrix()`` of RecBole's ``SequentialDataset`` holds the target of every
+    training prefix row plus each user's first item: exactly the training interactions, none of
+    the leave-one-out validation or test targets.
+
+    Raises:
+        ValueError: ``dataset`` does not carry ``prefix_train`` (not built by :class:`RegimeDataset`).
+    """
+    source = getattr(dataset, "prefix_train", None)
+    if source is None:
+        raise ValueError(
+            "HM2Rec builds its graph from the training split: the dataset must carry `prefix_train` "
+            "(build it with recbole_hymoe's pipeline, which uses recbole_hymoe.data.RegimeDataset)"
+        )
+    matrix = source.inter_matrix(form="coo")
+    users = torch.from_numpy(matrix.row.astype(np.int64))
+    items = torch.from_numpy(matrix.col.astype(np.int64))
+    return BipartiteGraph(users, items, source.user_num, source.item_num, norm, dtype)
+
+
+def build_encoder(hp):
+    """Mamba4Rec's layer stack whose FFNs are the package's MoE without a dense branch (E > 0)."""
+    experts = hp["moe_num_experts"]
+    return build_mamba_encoder(
+        hp, dense=experts == 0, num_experts=experts, top_k=hp["moe_top_k"], expert_inner_size=hp["inner_size"],
+        router=hp["moe_router"], balance_loss=hp["moe_balance_loss"], balance_weight=hp["moe_balance_weight"],
+        z_loss_weight=hp["moe_z_loss_weight"],
+    )
+
+
+class GraphOutput(NamedTuple):
+    """What :meth:`HM2Rec.graph_forward` returns.
+
+    Attributes:
+        item_latent (FloatTensor): [I, H] item rows of the graph latent (tangent coordinates).
+        vgae_loss (FloatTensor): scalar ``L_rec + β·L_KL`` (0 without VGAE or when not asked).
+    """
+
+    item_latent: torch.Tensor
+    vgae_loss: torch.Tensor
+
+
+class HM2Rec(MoESequentialRecommender):
+    """HM2Rec: graph-enhanced item table -> Mamba (RoPE on B/C) -> MoE-FFN, CE over the item table.
+
+    Graph: the training user–item graph ``Â`` (``adj_norm``), node embeddings on the Lorentz model
+    of curvature -c, ``graph_layers`` HGCF propagations (``graph_agg``), then a VGAE (one GCN
+    layer, μ / log σ heads, Fermi-Dirac decoder on the hyperbolic distance) whose item latents
+    ``g_i`` are fused into the ID table: ``ẽ_i = E_id[i] + W_g g_i`` (``fusion``), ``ẽ_0 = 0``.
+    Sequence: Mamba4Rec's layout, ``LN(Dropout(ẽ[seq]))`` -> per layer
+    ``LN(Dropout(Mamba(x)) [+ x])`` -> ``LN(h + Dropout(MoE(h)))``.
+    Loss: ``L = CE(user · ẽᵀ) + λ_g (L_rec + β L_KL) + λ_bal L_bal``, returned as the tuple
+    ``(CE, λ_g·L_vgae, MoE aux)`` so RecBole logs each term.
+
+    NOTE (reconstruction: the abstract names the five parts, nothing else is known): the
+    Lorentz model with fixed c = 1; the graph from the training split only; HGCF's tangent aggregation with symmetric normalisation and a sum
+    over 3 layers; the VGAE encoder, its Fermi-Dirac decoder (r = 2, t = 1), one uniform negative
+    item (not a training item of the user) per sampled edge, β = 1e-3 and λ_g = 0.1; the additive
+    fusion with W_g and its use as both input and output table; RoPE on Mamba's B and C with A
+    tied in rotated pairs; 4 top-2 experts shaped like Mamba4Rec's FFN with a Switch balance loss
+    (λ = 0.01) and no dense branch. Every choice is a config key with its alternatives
+    (``graph_agg: centroid``, ``vgae_decoder: inner``, ``fusion: gate | replace``,
+    ``rope_target: input | none``, ``use_graph``, ``use_vgae``, ``moe_num_experts: 0``). The
+    VGAE's KL is the Euclidean one in the tangent space at the origin (a wrapped normal's log-det
+    term is left out). Initialisation: graph nodes U(±0.1) (HGCF), VGAE layers Glorot with
+    σ₀ = 0.1 (see :data:`~recbole_hymoe.nn.graph.INIT_LOGSTD`), everything else Mamba4Rec's. With
+    tangent aggregation the item latents do not depend on c; c acts through the decoder's
+    distances (and, with ``graph_agg: centroid``, the aggregation itself). With
+    ``use_graph: false, moe_num_experts: 0, rope_target: none`` the model is the package's
+    Mamba4Rec (same parameter names).
+    """
+
+    PARAMS = (
+        Param("hidden_size", integer(1)),
+        Param("n_layers", integer(1)),
+        Param("inner_size", integer(1)),
+        Param("hidden_dropout_prob", number(0.0, 1.0)),
+        Param("hidden_act", choice(*ACTIVATIONS)),
+        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
+        Param("initializer_range", number(0.0, min_exclusive=True)),
+        *MAMBA_PARAMS,
+        Param("moe_num_experts", integer(0)),
+        Param("moe_top_k", integer()),
+        Param("moe_router", choice(*ROUTERS)),
+        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
+        Param("moe_balance_weight", number(0.0)),
+        Param("moe_z_loss_weight", number(0.0)),
+        Param("use_graph", boolean()),
+        Param("hyp_curvature", number(0.0, min_exclusive=True)),
+        Param("learn_curvature", boolean()),
+        Param("graph_layers", integer(1)),
+        Param("adj_norm", choice(*ADJ_NORMS)),
+        Param("graph_agg", choice(*GRAPH_AGGS)),
+        Param("use_vgae", boolean()),
+        Param("vgae_decoder", choice(*VGAE_DECODERS)),
+        Param("vgae_kl_weight", number(0.0)),
+        Param("vgae_edge_batch", integer(1)),
+        Param("graph_loss_weight", number(0.0)),
+        Param("fusion", choice(*FUSIONS)),
+        Param("max_tangent_norm", number(0.0, min_exclusive=True)),
+        Param("manifold_dtype", choice(*MANIFOLD_DTYPES)),
+        *LOSS_PARAMS,
+    )
+
+    @classmethod
+    def check_values(cls, values):
+        problems = mamba_problems(values)
+        experts, top_k = values["moe_num_experts"], values["moe_top_k"]
+        if experts > 0 and not 1 <= top_k <= experts:
+            problems.append(
+                f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts} "
+                "(or set moe_num_experts=0 for Mamba4Rec's dense FFN)"
+            )
+        if values["fusion"] == "replace" and not values["use_graph"]:
+            problems.append("fusion='replace' makes the graph latents the item table: it needs use_graph=True")
+        return problems
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # read hyperparameters
+        hp = self.hparams
+        hidden = hp["hidden_size"]
+        self.use_graph = hp["use_graph"]
+        self.use_vgae = hp["use_vgae"]
+        self.fusion = hp["fusion"]
+        self.graph_loss_weight = hp["graph_loss_weight"]
+        self.vgae_kl_weight = hp["vgae_kl_weight"]
+        self.vgae_edge_batch = hp["vgae_edge_batch"]
+        self.fixed_curvature = hp["hyp_curvature"]
+        manifold_dtype = MANIFOLD_DTYPES[hp["manifold_dtype"]]
+        # Fused item table of the current training step (shared by input lookup and scoring) and
+        # of the current evaluation (cleared by train()/eval()).
+        self._step_table = None
+        self._eval_table = None
+
+        # build modules
+        if not (self.use_graph and self.fusion == "replace"):
+            self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
+        self.dropout = Dropout(hp["hidden_dropout_prob"])
+        self.layer_norm = nn.LayerNorm(hidden, eps=hp["layer_norm_eps"])
+        self.encoder = build_encoder(hp)
+        if self.use_graph:
+            self.graph = training_graph(dataset, hp["adj_norm"], manifold_dtype)
+            self.node_embedding = nn.Embedding(self.graph.num_nodes, hidden)
+            self.hgcn = HyperbolicGCN(hp["graph_layers"], hp["graph_agg"], hp["max_tangent_norm"], manifold_dtype)
+            self.vgae = None
+            if self.use_vgae:
+                self.vgae = VGAE(hidden, hp["vgae_decoder"], hp["max_tangent_norm"], manifold_dtype)
+            self.log_curvature = None
+            if hp["learn_curvature"]:
+                self.log_curvature = nn.Parameter(torch.tensor(float(np.log(self.fixed_curvature))))
+            if self.fusion != "replace":
+                self.graph_proj = nn.Linear(hidden, hidden, bias=False)  # W_g
+            if self.fusion == "gate":
+                self.fusion_gate = nn.Linear(2 * hidden, hidden)
+            self.register_buffer("item_mask", (torch.arange(self.n_items) > 0).float().unsqueeze(1), persistent=False)
+
+        # init weights
+        init_mamba_host(self, hp["mamba_init"], hp["initializer_range"])  # W_g: N(0, 0.02²), small
+        if self.use_graph:
+            nn.init.uniform_(self.node_embedding.weight, -GRAPH_INIT_SCALE, GRAPH_INIT_SCALE)
+            if self.vgae is not None:
+                self.vgae.reset_parameters()  # Glorot, σ₀ = 0.1 (RecBole's init stalls the decoder)
+
+    # ----------------------------------------------------------------------------- graph
+    def curvature(self):
+        """Return c (a tensor when learned, parameterised as exp(log c) to stay positive)."""
+        return self.fixed_curvature if self.log_curvature is None else self.log_curvature.exp()
+
+    def graph_forward(self, with_loss):
+        """Run HGCN (and VGAE) over the whole training graph.
+
+        Args:
+            with_loss (bool): also sample ``vgae_edge_batch`` edges and compute the VGAE loss.
+
+        Returns:
+            GraphOutput: item latents [I, H] and the (unweighted by λ_g) VGAE loss.
+        """
+        c = self.curvature()
+        adj = self.graph.adjacency
+        weight = self.node_embedding.weight  # [N, H]
+        _, tangent = self.hgcn(adj, weight, c)  # [N, H] in manifold dtype
+        latent = tangent.to(weight.dtype)
+        loss = weight.new_zeros(())
+        if self.vgae is not None:
+            vgae = self.vgae(adj, latent)
+            latent = vgae.z
+            if with_loss:
+                edges = self.graph.sample_edges(self.vgae_edge_batch)
+                offset = self.graph.num_users  # item i is node U + i
+                recon = self.vgae.recon_loss(latent[edges.users], latent[offset + edges.pos_items],
+                                             latent[offset + edges.neg_items], c)
+                loss = recon + self.vgae_kl_weight * VGAE.kl_loss(vgae.mu, vgae.logstd)
+        return GraphOutput(latent[self.graph.num_users:], loss)
+
+    def fuse(self, item_latent):
+        """Fuse graph item latents [I, H] into the item table [I, H]; the padding row is 0.
+
+        ``add``: ``E_id + W_g g``; ``gate``: ``λ ⊙ E_id + (1 - λ) ⊙ W_g g`` with
+        ``λ = σ(W_λ [E_id; g] + b)``; ``replace``: ``g``.
+        """
+        if self.fusion == "replace":
+            table = item_latent
+        else:
+            ids = self.item_embedding.weight
+            projected = self.graph_proj(item_latent)
+            if self.fusion == "add":
+                table = ids + projected
+            else:
+                gate = torch.sigmoid(self.fusion_gate(torch.cat([ids, item_latent], dim=-1)))
+                table = gate * ids + (1.0 - gate) * projected
+        return table * self.item_mask
+
+    def item_table(self):
+        """Return the item table ẽ [I, H] used for input lookup and scoring.
+
+        Without the graph it is the ID table (as in Mamba4Rec). In a training step it is the one
+        :meth:`calculate_loss` computed; in evaluation (eval mode, no grad) it is computed once and
+        cached until :meth:`train` or :meth:`eval` is called or weights are loaded.
+        """
+        if not self.use_graph:
+            return self.item_embedding.weight
+        if self._step_table is not None:
+            return self._step_table
+        if self._eval_table is not None and not self.training and not torch.is_grad_enabled():
+            return self._eval_table
+        table = self.fuse(self.graph_forward(with_loss=False).item_latent)
+        if not self.training and not torch.is_grad_enabled():
+            self._eval_table = table
+        return table
+
+    def train(self, mode=True):
+        """Set the mode and drop the evaluation cache (weights change in training)."""
+        self._eval_table = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        """Load weights and drop the evaluation cache."""
+        self._eval_table = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # ----------------------------------------------------------------------------- encoding
+    def encode(self, item_seq, item_seq_len, last_only=False, **inputs):
+        """Mamba4Rec's forward (:func:`~recbole_hymoe.models.mamba4rec.encode_mamba`) on the fused table."""
+        return encode_mamba(self, item_seq, item_seq_len, last_only, item_table=self.item_table())
+
+    # ----------------------------------------------------------------------------- training
+    def calculate_loss(self, interaction):
+        """Return ``(rec_loss, λ_g · L_vgae, moe_aux_loss)``; RecBole sums them and logs each.
+
+        One graph pass per step: the fused table is computed once and shared by the input lookup
+        and the scoring (the VGAE samples z, so two passes would see different tables).
+        """
+        if not self.use_graph:
+            rec_loss, aux_loss = super().calculate_loss(interaction)
+            return rec_loss, rec_loss.new_zeros(()), aux_loss
+        graph = self.graph_forward(with_loss=True)
+        self._step_table = self.fuse(graph.item_latent)
+        try:
+            rec_loss, aux_loss = super().calculate_loss(interaction)
+        finally:
+            self._step_table = None
+        return rec_loss, self.graph_loss_weight * graph.vgae_loss, aux_loss

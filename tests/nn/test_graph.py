@@ -1,0 +1,145 @@
+"""User–item graph: normalisation, bipartite negatives, HGCN closed forms, VGAE losses."""
+
+import pytest
+import torch
+
+from recbole_hymoe.nn.graph import (
+    FERMI_DIRAC_R,
+    VGAE,
+    BipartiteGraph,
+    HyperbolicGCN,
+    normalized_adjacency,
+)
+from recbole_hymoe.nn.lorentz import exp_o, minkowski_dot
+
+# 3 users (0 = padding) x 5 items (0 = padding, 4 never seen): R[u, i]
+USERS = torch.tensor([1, 1, 2, 2, 2])
+ITEMS = torch.tensor([1, 2, 1, 2, 3])
+
+
+def dense_adjacency(num_users=3, num_items=5):
+    a = torch.zeros(num_users + num_items, num_users + num_items, dtype=torch.float64)
+    a[USERS, ITEMS + num_users] = 1.0
+    a[ITEMS + num_users, USERS] = 1.0
+    return a
+
+
+def test_symmetric_normalisation_matches_the_dense_formula():
+    adj = normalized_adjacency(USERS, ITEMS, 3, 5, "sym").to_dense()
+    a = dense_adjacency()
+    degree = a.sum(1)
+    inv_sqrt = torch.where(degree > 0, degree.pow(-0.5), torch.zeros_like(degree))
+    assert torch.allclose(adj, inv_sqrt[:, None] * a * inv_sqrt[None, :])
+    assert torch.equal(adj, adj.t())
+    assert adj[0].abs().sum() == 0 and adj[3].abs().sum() == 0 and adj[7].abs().sum() == 0  # padding, unseen
+    # a bipartite graph's normalised adjacency has the eigenvalues ±1
+    eigenvalues = torch.linalg.eigvalsh(adj)
+    assert eigenvalues.max().item() == pytest.approx(1.0) and eigenvalues.min().item() == pytest.approx(-1.0)
+
+
+def test_row_self_loop_normalisation_is_hgcf_row_stochastic():
+    adj = normalized_adjacency(USERS, ITEMS, 3, 5, "row_self_loop").to_dense()
+    a = dense_adjacency() + torch.eye(8, dtype=torch.float64)
+    assert torch.allclose(adj, a / a.sum(1, keepdim=True))
+    assert torch.allclose(adj.sum(1), torch.ones(8, dtype=torch.float64))
+    assert adj[0, 0] == 1.0  # an isolated node keeps itself
+
+
+def test_graph_deduplicates_interactions_and_knows_its_edges():
+    graph = BipartiteGraph(torch.cat([USERS, USERS[:2]]), torch.cat([ITEMS, ITEMS[:2]]), 3, 5)
+    assert graph.num_edges == 5 and graph.num_nodes == 8
+    assert graph.adjacency.to_dense().max() <= 1.0  # a repeated interaction is still one edge
+    assert graph.is_edge(torch.tensor([1, 1, 2, 2]), torch.tensor([2, 3, 3, 4])).tolist() == [True, False, True, False]
+    assert "adjacency" not in graph.state_dict()  # data, not weights
+
+
+def test_sampled_negatives_are_items_of_the_same_user_and_never_its_edges():
+    users = torch.arange(1, 41).repeat_interleave(5)
+    items = torch.randint(1, 30, (200,))
+    graph = BipartiteGraph(users, items, 41, 30)
+    batch = graph.sample_edges(2000)
+    assert graph.is_edge(batch.users, batch.pos_items).all()
+    assert ((batch.neg_items >= 1) & (batch.neg_items < 30)).all()  # item ids, never padding or a user
+    assert not graph.is_edge(batch.users, batch.neg_items).any()
+    assert batch.users.shape == batch.neg_items.shape == (2000,)
+
+
+def test_tangent_aggregation_is_lightgcn_followed_by_exp_o():
+    adj = normalized_adjacency(USERS, ITEMS, 3, 5)
+    emb = 0.1 * torch.randn(8, 4, dtype=torch.float64)
+    points, tangent = HyperbolicGCN(3, "tangent")(adj, emb, 1.0)
+    a = adj.to_dense()
+    expected = a @ emb + a @ a @ emb + a @ a @ a @ emb
+    assert torch.allclose(tangent, expected, atol=1e-12)
+    assert torch.allclose(points, exp_o(expected, 1.0))
+    # tangent aggregation does not depend on the curvature: log_o(exp_o(u)) = u for every c
+    assert torch.allclose(HyperbolicGCN(3, "tangent")(adj, emb, 3.0)[1], tangent, atol=1e-12)
+
+
+def test_centroid_aggregation_stays_on_the_sheet_and_depends_on_the_curvature():
+    adj = normalized_adjacency(USERS, ITEMS, 3, 5)
+    emb = torch.randn(8, 4, dtype=torch.float64)
+    gcn = HyperbolicGCN(2, "centroid")
+    points, tangent = gcn(adj, emb, 1.0)
+    assert torch.allclose(minkowski_dot(points, points), torch.full((8,), -1.0, dtype=torch.float64), rtol=1e-9)
+    assert not torch.allclose(gcn(adj, emb, 2.0)[1], tangent, atol=1e-3)
+
+
+def test_vgae_kl_is_zero_at_the_prior_and_half_the_squared_mean_off_it():
+    zeros = torch.zeros(7, 5)
+    assert VGAE.kl_loss(zeros, zeros).item() == 0.0
+    assert VGAE.kl_loss(torch.ones(7, 5), zeros).item() == pytest.approx(0.5 * 5)
+    # σ = e: per dim ½(σ² - 1 - 2 log σ)
+    assert VGAE.kl_loss(zeros, torch.ones(7, 5)).item() == pytest.approx(0.5 * 5 * (torch.e**2 - 3), rel=1e-6)
+
+
+def test_vgae_logstd_is_clamped_and_sampling_happens_in_training_only():
+    vgae = VGAE(4)
+    adj = normalized_adjacency(USERS, ITEMS, 3, 5, dtype=torch.float32)
+    with torch.no_grad():
+        vgae.logstd.bias.fill_(50.0)
+    h = torch.randn(8, 4)
+    out = vgae.eval()(adj, h)
+    assert out.logstd.max().item() <= 10.0 and torch.equal(out.z, out.mu)
+    assert not torch.equal(vgae.train()(adj, h).z, out.mu)
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
+def test_fermi_dirac_logits_follow_the_closed_form(c):
+    vgae = VGAE(3, "fermi_dirac")
+    v = torch.nn.functional.normalize(torch.randn(3), dim=0)
+    a, b = torch.tensor([[0.0], [0.4], [2.0]]), torch.tensor([[0.0], [1.9], [-1.0]])
+    logits = vgae.edge_logits(a * v, b * v, c)  # points on one geodesic: d = |a - b|
+    assert torch.allclose(logits, FERMI_DIRAC_R - (a - b).squeeze(1).pow(2), atol=1e-5)
+    assert torch.allclose(VGAE(3, "inner").edge_logits(a * v, b * v, c), (a * b).squeeze(1))
+
+
+@pytest.mark.parametrize("decoder", ["fermi_dirac", "inner"])
+@pytest.mark.parametrize("aggregation", ["tangent", "centroid"])
+def test_reconstruction_loss_falls_on_a_toy_graph(decoder, aggregation):
+    # two communities: users 1-10 buy items 1-10, users 11-20 buy items 11-20
+    users = torch.arange(1, 21).repeat_interleave(6)
+    items = torch.where(users <= 10, torch.randint(1, 11, (120,)), torch.randint(11, 21, (120,)))
+    graph = BipartiteGraph(users, items, 21, 21)
+    embedding = torch.nn.Parameter(0.1 * torch.randn(graph.num_nodes, 8))
+    gcn, vgae = HyperbolicGCN(2, aggregation), VGAE(8, decoder)
+    edges = graph.sample_edges(512)
+
+    def loss():
+        tangent = gcn(graph.adjacency, embedding, 1.0)[1].float()
+        z = vgae(graph.adjacency, tangent).z
+        return vgae.recon_loss(z[edges.users], z[21 + edges.pos_items], z[21 + edges.neg_items], 1.0)
+
+    vgae.eval()
+    with torch.no_grad():
+        before = loss().item()
+    vgae.train()
+    optimizer = torch.optim.Adam([embedding, *vgae.parameters()], lr=1e-2)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    vgae.eval()
+    with torch.no_grad():
+        after = loss().item()
+    assert after < 0.8 * before
