@@ -52,6 +52,9 @@ DEFAULT_VARIANTS = (
     Variant("SASRec-equivalent (all_positions)", "HyMoERec", {"moe_num_experts": 0, "train_regime": "all_positions"}),
     Variant("HyMoERec (prefix)", "HyMoERec", {"train_regime": "prefix"}),
     Variant("HyMoERec (all_positions)", "HyMoERec", {"train_regime": "all_positions"}),
+    # same active FFN width as the dense model's: dense 128 + 2 experts of 64 (vs 256 + 2 x 256)
+    Variant("HyMoERec, inner 128 + experts 64 (all_positions)", "HyMoERec",
+            {"train_regime": "all_positions", "inner_size": 128, "moe_inner_size": 64}),
 )
 MAMBA_VARIANTS = (
     Variant("SASRec-equivalent (all_positions)", "HyMoERec", {"moe_num_experts": 0, "train_regime": "all_positions"}),
@@ -59,6 +62,7 @@ MAMBA_VARIANTS = (
     Variant("Mamba4Rec RoPE-BC (all_positions)", "Mamba4Rec", {"train_regime": "all_positions", "rope_target": "bc"}),
     Variant("HyMoERec mamba host (all_positions)", "HyMoERec",
             {"train_regime": "all_positions", "backbone": "mamba", "n_layers": 1, "hidden_dropout_prob": 0.2}),
+    Variant("HM2Rec (all_positions)", "HM2Rec", {"train_regime": "all_positions"}),
 )
 VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS}
 
