@@ -16,6 +16,7 @@ from datetime import datetime
 from importlib.metadata import version
 from logging import getLogger
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import yaml
@@ -75,25 +76,43 @@ def run(
     return train_and_evaluate(config, saved=saved)
 
 
-def train_and_evaluate(config, saved=True):
-    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``."""
-    run_dir = _prepare_run_dir(config)
+class Pipeline(NamedTuple):
+    """What :func:`build_pipeline` returns: data, model and trainer ready for ``fit``."""
+
+    dataset: object
+    train_data: object
+    valid_data: object
+    test_data: object
+    model: object
+    trainer: object
+    history: list  # filled with one record per validation (see :func:`record_validation`)
+
+
+def build_pipeline(config):
+    """Seed, log, load the data and build the model and trainer, as RecBole's ``run_recbole`` does.
+
+    Shared by :func:`train_and_evaluate`, benchmark cells and Ray Tune trials.
+    """
     init_seed(config["seed"], config["reproducibility"])
     reset_root_logger()
     init_logger(config)
     logger = getLogger()
     logger.info(config)
-
     dataset, train_data, valid_data, test_data = prepare_data(config)
     logger.info(dataset)
-
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    n_params = sum(p.numel() for p in model.parameters())
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return Pipeline(dataset, train_data, valid_data, test_data, model, trainer, record_validation(trainer))
 
-    history = record_validation(trainer)
+
+def train_and_evaluate(config, saved=True):
+    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``."""
+    run_dir = _prepare_run_dir(config)
+    _, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
+    logger = getLogger()
+    n_params = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]

@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from recbole.evaluator.metrics import MRR, NDCG, Hit
-from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
 import recbole_hymoe  # noqa: F401  (repairs RecBole, registers the models)
 from recbole_hymoe.bench.speed import PeakRSS
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config
-from recbole_hymoe.data import prepare_data
 from recbole_hymoe.nn.moe import SparseMoE
-from recbole_hymoe.quick_start import record_validation, reset_root_logger, versions, write_atomic
+from recbole_hymoe.quick_start import build_pipeline, versions, write_atomic
 
 RESULT_FILE = "result.json"
 PER_USER_FILE = "per_user.npz"
@@ -133,14 +131,7 @@ def run_cell(spec):
         with clean_argv():
             config = Config(spec["model"], spec["dataset"], spec.get("config_files"), overrides)
         (cell_dir / "run").mkdir(exist_ok=True)
-        init_seed(config["seed"], config["reproducibility"])
-        reset_root_logger()
-        init_logger(config)
-        dataset, train_data, valid_data, test_data = prepare_data(config)
-        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-        model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        history = record_validation(trainer)
+        dataset, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
         fit_start = time.perf_counter()
         trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         train_s = time.perf_counter() - fit_start

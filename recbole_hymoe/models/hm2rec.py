@@ -17,7 +17,7 @@ from torch import nn
 
 from recbole_hymoe.models.base import LOSS_PARAMS, MoESequentialRecommender
 from recbole_hymoe.models.mamba4rec import (
-    MAMBA_PARAMS,
+    MAMBA4REC_HOST_PARAMS,
     build_mamba_encoder,
     encode_mamba,
     init_mamba_host,
@@ -25,7 +25,6 @@ from recbole_hymoe.models.mamba4rec import (
 )
 from recbole_hymoe.models.params import Param, boolean, choice, integer, number
 from recbole_hymoe.nn.dropout import Dropout
-from recbole_hymoe.nn.ffn import ACTIVATIONS
 from recbole_hymoe.nn.graph import ADJ_NORMS, GRAPH_AGGS, VGAE, VGAE_DECODERS, BipartiteGraph, HyperbolicGCN
 from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS
 
@@ -110,14 +109,7 @@ class HM2Rec(MoESequentialRecommender):
     """
 
     PARAMS = (
-        Param("hidden_size", integer(1)),
-        Param("n_layers", integer(1)),
-        Param("inner_size", integer(1)),
-        Param("hidden_dropout_prob", number(0.0, 1.0)),
-        Param("hidden_act", choice(*ACTIVATIONS)),
-        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
-        Param("initializer_range", number(0.0, min_exclusive=True)),
-        *MAMBA_PARAMS,
+        *MAMBA4REC_HOST_PARAMS,
         Param("moe_num_experts", integer(0)),
         Param("moe_top_k", integer()),
         Param("moe_router", choice(*ROUTERS)),

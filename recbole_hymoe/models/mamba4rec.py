@@ -30,6 +30,19 @@ MAMBA_PARAMS = (
 )
 
 
+# Mamba4Rec's own keys, shared with HM2Rec (which keeps Mamba4Rec's names for its host).
+MAMBA4REC_HOST_PARAMS = (
+    Param("hidden_size", integer(1)),
+    Param("n_layers", integer(1)),
+    Param("inner_size", integer(1)),
+    Param("hidden_dropout_prob", number(0.0, 1.0)),
+    Param("hidden_act", choice(*ACTIVATIONS)),
+    Param("layer_norm_eps", number(0.0, min_exclusive=True)),
+    Param("initializer_range", number(0.0, min_exclusive=True)),
+    *MAMBA_PARAMS,
+)
+
+
 def mamba_problems(values):
     """Cross-key problems of the Mamba host settings."""
     problems = []
@@ -96,17 +109,7 @@ class Mamba4Rec(MoESequentialRecommender):
     ``rope_target`` switch (RoPE inside the SSM) is HM2Rec's addition, off by default.
     """
 
-    PARAMS = (
-        Param("hidden_size", integer(1)),
-        Param("n_layers", integer(1)),
-        Param("inner_size", integer(1)),
-        Param("hidden_dropout_prob", number(0.0, 1.0)),
-        Param("hidden_act", choice(*ACTIVATIONS)),
-        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
-        Param("initializer_range", number(0.0, min_exclusive=True)),
-        *MAMBA_PARAMS,
-        *LOSS_PARAMS,
-    )
+    PARAMS = (*MAMBA4REC_HOST_PARAMS, *LOSS_PARAMS)
 
     @classmethod
     def check_values(cls, values):

@@ -14,13 +14,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
 import recbole_hymoe  # noqa: F401  (repairs RecBole and registers the models in the worker)
 from recbole_hymoe.config import Config
-from recbole_hymoe.data import prepare_data
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.quick_start import record_validation, reset_root_logger
+from recbole_hymoe.quick_start import build_pipeline
 
 FIXED_KEY = "recbole_hymoe"  # param_space entry holding what every trial shares
 SKIPPED_SCORE = -1.0  # reported by a trial whose sampled combination is invalid
@@ -68,16 +66,8 @@ def train_recbole(trial_config):
         return
     torch.set_num_threads(max(1, int(_assigned("CPU", 1))))
     os.makedirs(config["checkpoint_dir"], exist_ok=True)
-    init_seed(config["seed"], config["reproducibility"])
-    reset_root_logger()
-    init_logger(config)
-    _, train_data, valid_data, _ = prepare_data(config)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    _, train_data, valid_data, _, _, trainer, history = build_pipeline(config)
     best_model_file = trainer.saved_model_file
-
-    history = record_validation(trainer)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
