@@ -26,7 +26,8 @@ _MODELS = ((HyMoERec, ()), (Mamba4Rec, ()), (FuXiAlpha, ("FuXi-alpha", "FuXi-α"
 for _model, _aliases in _MODELS:
     registry.register_model(_model, _model.yaml_file(), trainer=MoETrainer, dataset=RegimeDataset, aliases=_aliases)
 
-from recbole_hymoe.quick_start import run  # noqa: E402
+from recbole_hymoe.quick_start import load_data_and_model, run  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Config", "FuXiAlpha", "FuxiMME", "HM2Rec", "HyMoERec", "Mamba4Rec", "MoETrainer", "run", "__version__"]
+__all__ = ["Config", "FuXiAlpha", "FuxiMME", "HM2Rec", "HyMoERec", "Mamba4Rec", "MoETrainer", "load_data_and_model", "run",
+           "__version__"]

@@ -21,7 +21,7 @@ window per user (SASRec's original truncation; targets older than L items are ne
 import numpy as np
 import torch
 from recbole.data import create_dataset, data_preparation
-from recbole.data.dataloader import TrainDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType, ModelType
@@ -173,14 +173,107 @@ class LengthBucketedTrainDataLoader(TrainDataLoader):
             yield self.collate_fn(index)
 
 
+def eval_history(eval_dataset, train_prefix):
+    """Items each evaluation row's user interacted with before its target, the target excluded.
+
+    RecBole's full-sort evaluation ranks a general model's already-seen items last but, for
+    sequential models, ranks them like any other item; the protocol excludes them for every
+    model. A row's history is its own item list (the latest ``L`` items, validation item
+    included for a test row) plus all of its user's training items: every target of the user's
+    training prefix rows and the first item of their lists (the user's first item is never a
+    target). As RecBole's general loader does, an item equal to the row's target stays ranked.
+
+    Args:
+        eval_dataset: validation or test split (RecBole ``SequentialDataset``).
+        train_prefix: the training split as RecBole's prefix rows.
+
+    Returns:
+        tuple[ndarray, ndarray]: CSR over the rows of ``eval_dataset``: ``ptr`` [R + 1] and
+        ``items`` [nnz] (int64), items sorted within each row.
+    """
+    uid, iid, list_field = eval_dataset.uid_field, eval_dataset.iid_field, eval_dataset.item_id_list_field
+    n_items = eval_dataset.item_num
+    train = train_prefix.inter_feat
+    train_users = np.concatenate([train[uid].numpy()] * 2)
+    train_items = np.concatenate([train[iid].numpy(), train[list_field][:, 0].numpy()])
+    user_keys = np.unique(train_users * n_items + train_items)  # unique (user, item), by user
+    user_of_key, item_of_key = np.divmod(user_keys, n_items)
+    user_ptr = np.r_[0, np.cumsum(np.bincount(user_of_key, minlength=eval_dataset.user_num))]
+
+    rows = eval_dataset.inter_feat
+    users, targets = rows[uid].numpy(), rows[iid].numpy()
+    lists = rows[list_field].numpy()  # [R, L], 0 = padding
+    list_row, list_col = np.nonzero(lists)
+    counts = user_ptr[users + 1] - user_ptr[users]  # training items of each row's user
+    train_row = np.repeat(np.arange(len(users)), counts)
+    offsets = np.repeat(user_ptr[users] - np.r_[0, np.cumsum(counts)[:-1]], counts)
+    train_item = item_of_key[offsets + np.arange(counts.sum())]
+    row = np.concatenate([list_row, train_row])
+    item = np.concatenate([lists[list_row, list_col], train_item])
+    keep = item != targets[row]
+    keys = np.unique(row[keep] * n_items + item[keep])
+    row, item = np.divmod(keys, n_items)
+    ptr = np.r_[0, np.cumsum(np.bincount(row, minlength=len(users)))]
+    return ptr.astype(np.int64), item.astype(np.int64)
+
+
+class HistoryMaskedEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's full-sort loader that also hands a sequential batch's history to the trainer.
+
+    RecBole's ``Trainer`` sets the scores at the returned ``(row, item)`` pairs to -inf (what it
+    does for general models), so every model, built-in or plugin, is evaluated with the user's
+    already-seen items excluded (:func:`eval_history`).
+    """
+
+    def __init__(self, config, dataset, sampler, history, shuffle=False):
+        self.history_ptr, self.history_items = history
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+
+    def collate_fn(self, index):
+        interaction, _, positive_u, positive_i = super().collate_fn(index)
+        index = np.asarray(index)
+        starts, ends = self.history_ptr[index], self.history_ptr[index + 1]
+        counts = ends - starts
+        history_u = np.repeat(np.arange(len(index)), counts)
+        offsets = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts)
+        history_i = self.history_items[offsets + np.arange(counts.sum())]
+        return interaction, (torch.from_numpy(history_u), torch.from_numpy(history_i)), positive_u, positive_i
+
+
+def exclude_history(config, train_data, valid_data, test_data):
+    """Validation and test loaders that rank each user's seen items last (``eval_exclude_history``).
+
+    Returns the loaders unchanged for non-sequential models (RecBole already excludes there) or
+    when the key is False; ``train_data`` only provides the training interactions.
+    """
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL or not config["eval_exclude_history"]:
+        return valid_data, test_data
+    train = train_data._dataset
+    prefix = getattr(train, "prefix_train", train)  # all_positions: RecBole's prefix rows kept aside
+    return tuple(
+        HistoryMaskedEvalDataLoader(config, data._dataset, data._sampler,
+                                    eval_history(data._dataset, prefix), shuffle=False)
+        for data in (valid_data, test_data)
+    )
+
+
+def check_eval_exclude_history(config):
+    """Raise :class:`ConfigError` unless ``eval_exclude_history`` is a boolean."""
+    value = config["eval_exclude_history"]
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not isinstance(value, bool):
+        raise ConfigError(f"eval_exclude_history={value!r} must be True or False")
+
+
 def prepare_data(config):
     """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
-    in the all-positions regime when ``train_length_bucketing`` is on (and, for RecBole's own
-    sequential models on data without a time column, :class:`RegimeDataset`'s row order).
+    in the all-positions regime when ``train_length_bucketing`` is on, evaluation that excludes
+    each user's seen items (:func:`exclude_history`), and, for RecBole's own sequential models on
+    data without a time column, :class:`RegimeDataset`'s row order.
 
     Returns:
         tuple: dataset, train, valid and test loaders.
     """
+    check_eval_exclude_history(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
         dataset = RegimeDataset(config)  # a built-in model on data without time: order by rows
     else:
@@ -188,4 +281,5 @@ def prepare_data(config):
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if config["train_regime"] == "all_positions" and config["train_length_bucketing"]:
         train_data = LengthBucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)
+    valid_data, test_data = exclude_history(config, train_data, valid_data, test_data)
     return dataset, train_data, valid_data, test_data

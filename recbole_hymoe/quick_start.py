@@ -23,7 +23,7 @@ import yaml
 from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
 from recbole_hymoe.config import Config, check_dataset_files
-from recbole_hymoe.data import prepare_data
+from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
@@ -151,6 +151,19 @@ def train_and_evaluate(config, saved=True):
         logger.info("results:\n" + results_table(result))
         logger.info(f"run folder: {run_dir}")
     return result
+
+
+def load_data_and_model(model_file):
+    """RecBole's ``load_data_and_model`` with the protocol's evaluation (``eval_exclude_history``).
+
+    Returns:
+        tuple: config, model, dataset, train, valid and test loaders, as RecBole's.
+    """
+    from recbole.quick_start import load_data_and_model as recbole_load
+
+    config, model, dataset, train_data, valid_data, test_data = recbole_load(model_file)
+    valid_data, test_data = exclude_history(config, train_data, valid_data, test_data)
+    return config, model, dataset, train_data, valid_data, test_data
 
 
 def results_table(result):

@@ -190,3 +190,67 @@ def test_overlapping_windows_supervise_every_target_once_with_context(mini_data_
     with pytest.raises(ConfigError, match="train_window_stride=11"):
         Config("HyMoERec", "mini", config_dict={"data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10,
                                                  "train_window_stride": 11})
+
+
+def brute_force_history(eval_data, prefix_train):
+    """{(user, target): items seen before} from every item list and target of the user's rows."""
+    seen = {}
+    inter = prefix_train.inter_feat
+    for uid, seq, target in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist(), inter["item_id"].tolist()):
+        seen.setdefault(uid, set()).update(i for i in seq + [target] if i)
+    out = []
+    inter = eval_data._dataset.inter_feat
+    for uid, seq, target in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist(), inter["item_id"].tolist()):
+        out.append(sorted((seen.get(uid, set()) | {i for i in seq if i}) - {target}))
+    return out
+
+
+def csr_rows(history):
+    ptr, items = history
+    return [items[ptr[r]:ptr[r + 1]].tolist() for r in range(len(ptr) - 1)]
+
+
+def test_eval_history_holds_every_earlier_item_of_the_user_but_the_target(regimes):
+    from recbole_hymoe.data import HistoryMaskedEvalDataLoader, eval_history
+
+    prefix, tiled, last = regimes
+    config, dataset, train_data, valid_data, test_data = prefix
+    sequences = user_sequences(dataset)  # targets of every prefix row: all items but the first
+    for data, held_out in ((valid_data, 2), (test_data, 1)):
+        assert isinstance(data, HistoryMaskedEvalDataLoader)
+        rows = csr_rows((data.history_ptr, data.history_items))
+        assert rows == brute_force_history(data, train_data._dataset)
+        inter = data._dataset.inter_feat
+        for uid, target, history in zip(inter["user_id"].tolist(), inter["item_id"].tolist(), rows):
+            earlier = sequences[uid][:-held_out]
+            assert set(earlier) - {target} <= set(history)  # L = 10 truncates most item lists
+            assert len(history) <= len(earlier) + 1  # + the user's first item
+    for _, _, train_ap, valid_ap, test_ap in (tiled, last):  # windows do not change the history
+        assert csr_rows(eval_history(valid_ap._dataset, train_ap._dataset.prefix_train)) == csr_rows(
+            (valid_data.history_ptr, valid_data.history_items))
+
+
+def test_evaluation_ranks_seen_items_last_for_builtin_and_plugin_models(mini_data_path):
+    from recbole.trainer import Trainer
+    from recbole.utils import get_model
+
+    base = {"data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "state": "ERROR",
+            "hidden_size": 16, "inner_size": 32, "eval_batch_size": 16}
+    for name in ("SASRec", "HyMoERec"):
+        config, _, train_data, valid_data, _ = build_data(name, base)
+        model = get_model(name)(config, train_data._dataset)
+        batch = next(iter(valid_data))
+        trainer = Trainer(config, model)
+        trainer.tot_item_num = valid_data._dataset.item_num  # set by Trainer.evaluate
+        _, scores, _, positive_i = trainer._full_sort_batch_eval(batch)
+        rows, items = batch[1]
+        assert len(rows) > 0 and torch.isinf(scores[rows, items]).all()
+        assert torch.isfinite(scores[torch.arange(len(positive_i)), positive_i]).all()
+        masked = torch.zeros_like(scores, dtype=torch.bool)
+        masked[rows, items] = True
+        masked[:, 0] = True  # RecBole's padding item
+        assert torch.isfinite(scores[~masked]).all()
+        _, _, _, plain_valid, _ = build_data(name, {**base, "eval_exclude_history": False})
+        assert next(iter(plain_valid))[1] is None  # RecBole's own sequential evaluation
+    with pytest.raises(ConfigError, match="eval_exclude_history='yes' must be True or False"):
+        build_data("SASRec", {**base, "eval_exclude_history": "yes"})

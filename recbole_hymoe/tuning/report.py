@@ -118,9 +118,11 @@ def best_yaml(best, space, base, config_files, overrides):
 
 
 def test_best_trial(best):
-    """Test metrics of the best trial's best-validation checkpoint (RecBole's loader/evaluator)."""
-    from recbole.quick_start import load_data_and_model
+    """Test metrics of the best trial's best-validation checkpoint (RecBole's loader/evaluator,
+    the protocol's history exclusion)."""
     from recbole.utils import get_trainer
+
+    from recbole_hymoe.quick_start import load_data_and_model
 
     config, model, _, _, _, test_data = load_data_and_model(best["best_model"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -51,8 +51,8 @@ def test_models_train_and_evaluate(tiny_config, model, extra):
 def test_checkpoint_reloads_in_a_fresh_process_and_reproduces_test_metrics(tiny_config, tmp_path):
     result = run("HyMoERec", "mini", config_dict={**tiny_config, "epochs": 2})
     code = f"""
-import json, recbole_hymoe
-from recbole.quick_start import load_data_and_model
+import json
+from recbole_hymoe import load_data_and_model
 from recbole.utils import get_trainer
 from recbole.utils.case_study import full_sort_topk
 config, model, dataset, train_data, valid_data, test_data = load_data_and_model({result["checkpoint"]!r})
