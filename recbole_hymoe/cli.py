@@ -155,10 +155,13 @@ def run_time_to_quality_main(argv=None):
     )
     parser.add_argument("--spec", required=True, help="spec file")
     parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--runs", default=None,
+                        help="labels of the runs to run, separated by '|' (default: all; the first is the reference)")
     args, rest = parser.parse_known_args(argv)
     try:
         overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
-        report = run_time_to_quality(args.spec, args.out, overrides)
+        labels = [label.strip() for label in args.runs.split("|")] if args.runs else None
+        report = run_time_to_quality(args.spec, args.out, overrides, labels)
     except (ConfigError, DatasetNotFoundError) as err:
         print(f"run_time_to_quality: error: {err}", file=sys.stderr)
         return 2

@@ -49,18 +49,30 @@ def slug(label):
     return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
 
 
-def run_time_to_quality(spec_file, out_dir, overrides=None):
+def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
     """Run (or resume) every run of ``spec_file`` into ``out_dir``; write and return the report.
 
     Args:
         spec_file (str or Path): the spec.
         out_dir (str or Path): results folder.
         overrides (dict, optional): config overrides for every run (e.g. ``data_path``).
+        labels (list[str], optional): run only these runs of the spec (in the spec's order; the
+            first of them is the report's reference).
 
     Returns:
         dict: the report (also ``ttq.json`` and ``ttq.md`` in ``out_dir``).
+
+    Raises:
+        ConfigError: a malformed spec, or a label the spec does not have.
     """
     spec = load_spec(spec_file)
+    if labels:
+        known = [entry["label"] for entry in spec["runs"]]
+        unknown = [label for label in labels if label not in known]
+        if unknown:
+            raise ConfigError(f"{spec_file}: no run labelled {', '.join(map(repr, unknown))}; "
+                              f"its runs: {', '.join(map(repr, known))}")
+        spec["runs"] = [entry for entry in spec["runs"] if entry["label"] in labels]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec.get("threads"):

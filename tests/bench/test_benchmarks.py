@@ -53,6 +53,11 @@ def test_time_to_quality_runs_resumes_and_compares_with_the_reference(tiny_confi
     monkeypatch.setattr(quality, "run", must_not_train)
     again = quality.run_time_to_quality(spec_file, tmp_path / "ttq")
     assert again["rows"] == report["rows"]
+    only = quality.run_time_to_quality(spec_file, tmp_path / "ttq", labels=["HyMoERec all"])
+    assert [row["label"] for row in only["rows"]] == ["HyMoERec all"]
+    assert only["rows"][0]["to_reference_ratio"] == 1.0  # the first selected run is the reference
+    with pytest.raises(ConfigError, match="no run labelled 'BERT4Rec'; its runs: 'SASRec \\(prefix\\)'"):
+        quality.run_time_to_quality(spec_file, tmp_path / "ttq", labels=["BERT4Rec"])
 
 
 def test_time_to_quality_spec_problems_are_listed(tmp_path):
