@@ -173,6 +173,14 @@ class LengthBucketedTrainDataLoader(TrainDataLoader):
             yield self.collate_fn(index)
 
 
+def csr_rows(ptr, values, rows):
+    """Entries of the CSR rows ``rows``: (position of the row in ``rows`` [nnz'], value [nnz'])."""
+    starts = ptr[rows]
+    counts = ptr[rows + 1] - starts
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts)
+    return np.repeat(np.arange(len(rows)), counts), values[offsets + np.arange(counts.sum())]
+
+
 def eval_history(eval_dataset, train_prefix):
     """Items each evaluation row's user interacted with before its target, the target excluded.
 
@@ -204,10 +212,7 @@ def eval_history(eval_dataset, train_prefix):
     users, targets = rows[uid].numpy(), rows[iid].numpy()
     lists = rows[list_field].numpy()  # [R, L], 0 = padding
     list_row, list_col = np.nonzero(lists)
-    counts = user_ptr[users + 1] - user_ptr[users]  # training items of each row's user
-    train_row = np.repeat(np.arange(len(users)), counts)
-    offsets = np.repeat(user_ptr[users] - np.r_[0, np.cumsum(counts)[:-1]], counts)
-    train_item = item_of_key[offsets + np.arange(counts.sum())]
+    train_row, train_item = csr_rows(user_ptr, item_of_key, users)  # training items of each row's user
     row = np.concatenate([list_row, train_row])
     item = np.concatenate([lists[list_row, list_col], train_item])
     keep = item != targets[row]
@@ -231,12 +236,7 @@ class HistoryMaskedEvalDataLoader(FullSortEvalDataLoader):
 
     def collate_fn(self, index):
         interaction, _, positive_u, positive_i = super().collate_fn(index)
-        index = np.asarray(index)
-        starts, ends = self.history_ptr[index], self.history_ptr[index + 1]
-        counts = ends - starts
-        history_u = np.repeat(np.arange(len(index)), counts)
-        offsets = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts)
-        history_i = self.history_items[offsets + np.arange(counts.sum())]
+        history_u, history_i = csr_rows(self.history_ptr, self.history_items, np.asarray(index))
         return interaction, (torch.from_numpy(history_u), torch.from_numpy(history_i)), positive_u, positive_i
 
 
@@ -244,7 +244,8 @@ def exclude_history(config, train_data, valid_data, test_data):
     """Validation and test loaders that rank each user's seen items last (``eval_exclude_history``).
 
     Returns the loaders unchanged for non-sequential models (RecBole already excludes there) or
-    when the key is False; ``train_data`` only provides the training interactions.
+    when the key is False or absent (a checkpoint saved before the key existed); ``train_data``
+    only provides the training interactions.
     """
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL or not config["eval_exclude_history"]:
         return valid_data, test_data
