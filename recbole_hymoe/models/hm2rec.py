@@ -209,13 +209,12 @@ class HM2Rec(MoESequentialRecommender):
             GraphOutput: item latents [I, H] and the (unweighted by λ_g) VGAE loss.
         """
         c = self.curvature()
-        adj = self.graph.adjacency
+        adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
         weight = self.node_embedding.weight  # [N, H]
-        _, tangent = self.hgcn(adj, weight, c)  # [N, H] in manifold dtype
-        latent = tangent.to(weight.dtype)
+        latent = self.hgcn(adj, weight, c, adj_t).to(weight.dtype)  # [N, H] tangent coordinates
         loss = weight.new_zeros(())
         if self.vgae is not None:
-            vgae = self.vgae(adj, latent)
+            vgae = self.vgae(adj, latent, adj_t)
             latent = vgae.z
             if with_loss:
                 edges = self.graph.sample_edges(self.vgae_edge_batch)

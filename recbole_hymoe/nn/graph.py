@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recbole_hymoe.nn.lorentz import MAX_TANGENT_NORM, centroid, distance, exp_o, log_o
+from recbole_hymoe.nn.lorentz import MAX_TANGENT_NORM, centroid, clip_tangent, distance, exp_o, log_o
 
 ADJ_NORMS = ("sym", "row_self_loop")
 GRAPH_AGGS = ("tangent", "centroid")
@@ -80,10 +80,31 @@ def normalized_adjacency(users, items, num_users, num_items, norm="sym", dtype=t
         return adj.coalesce().to_sparse_csr()
 
 
-def spmm(adj, x):
+class _TransposedBackwardMM(torch.autograd.Function):
+    """``adj @ x`` whose backward multiplies by a given ``adjᵀ``.
+
+    torch's own backward of a CSR product re-derives ``adjᵀ`` (a sort and a CSR conversion)
+    every call, ≈ 10 % of an HM2Rec training step at Beauty's size; the graph's adjacency never
+    changes, so its transpose is built once (for ``sym`` it is the adjacency itself).
+    """
+
+    @staticmethod
+    def forward(ctx, adj, adj_t, x):
+        ctx.adj_t = adj_t
+        return torch.sparse.mm(adj, x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return None, None, torch.sparse.mm(ctx.adj_t, grad_out)
+
+
+def spmm(adj, x, adj_t=None):
     """``adj @ x`` (sparse [N, N] times dense [N, H], differentiable in ``x``) computed in the
-    adjacency's dtype, returned in ``x``'s dtype."""
-    return torch.sparse.mm(adj, x.to(adj.dtype)).to(x.dtype)
+    adjacency's dtype, returned in ``x``'s dtype; ``adj_t`` ([N, N], ``adjᵀ``) speeds up the
+    backward."""
+    dense = x.to(adj.dtype)
+    out = torch.sparse.mm(adj, dense) if adj_t is None else _TransposedBackwardMM.apply(adj, adj_t, dense)
+    return out.to(x.dtype)
 
 
 class EdgeBatch(NamedTuple):
@@ -120,13 +141,21 @@ class BipartiteGraph(nn.Module):
         super().__init__()
         self.num_users = num_users
         self.num_items = num_items
+        self.symmetric = norm == "sym"
         keys = torch.unique(users.long() * num_items + items.long())  # sorted distinct pairs: [M]
         users, items = keys // num_items, keys % num_items
-        self.register_buffer("adjacency", normalized_adjacency(users, items, num_users, num_items, norm, dtype),
-                             persistent=False)
+        adjacency = normalized_adjacency(users, items, num_users, num_items, norm, dtype)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        if not self.symmetric:
+            self.register_buffer("_adjacency_t", adjacency.t().to_sparse_csr(), persistent=False)
         self.register_buffer("edge_users", users, persistent=False)
         self.register_buffer("edge_items", items, persistent=False)
         self.register_buffer("edge_keys", keys, persistent=False)
+
+    @property
+    def adjacency_t(self):
+        """``Âᵀ``, sparse CSR [N, N]: the adjacency itself when normalised ``sym``."""
+        return self.adjacency if self.symmetric else self._adjacency_t
 
     @property
     def num_nodes(self):
@@ -174,7 +203,8 @@ class HyperbolicGCN(nn.Module):
 
     ``X⁰ = exp_o(E)``. ``tangent`` (HGCF's resSumGCN): ``T⁰ = log_o(X⁰)``, ``T^{l+1} = Â T^l``;
     ``centroid``: ``X^{l+1} = centroid(Â X^l)`` on the manifold, ``T^l = log_o(X^l)``. Output
-    ``X = exp_o(Σ_{l=1..L} T^l)``. With tangent aggregation and Euclidean parameters this is
+    ``X = exp_o(Σ_{l=1..L} T^l)``, returned as its tangent coordinates ``log_o(X)`` (what the
+    VGAE reads). With tangent aggregation and Euclidean parameters this is
     LightGCN followed by one exp_o: curvature enters through ``centroid`` or a distance-based
     loss (the VGAE's Fermi-Dirac decoder).
 
@@ -196,30 +226,36 @@ class HyperbolicGCN(nn.Module):
         self.max_tangent_norm = max_tangent_norm
         self.dtype = dtype
 
-    def forward(self, adj, embeddings, c):
+    def forward(self, adj, embeddings, c, adj_t=None):
         """Propagate node embeddings.
 
         Args:
             adj (Tensor): sparse [N, N] normalised adjacency.
             embeddings (FloatTensor): [N, d] node parameters (tangent coordinates at o).
             c (float or FloatTensor): curvature.
+            adj_t (Tensor): optional sparse [N, N] ``adjᵀ`` (a faster backward).
 
         Returns:
-            tuple: points [N, d+1] on the hyperboloid and their tangent coordinates [N, d], both
-            in ``dtype``.
+            FloatTensor: [N, d] tangent coordinates at o of the output points, in ``dtype``
+            (the points are ``exp_o`` of them).
         """
-        x = exp_o(embeddings.to(self.dtype), c, self.max_tangent_norm)  # [N, d+1]
-        t = log_o(x, c)  # [N, d]
-        total = torch.zeros_like(t)
+        # log_o(exp_o(u)) = clip(u) for every c: the round trips HGCF's code computes around the
+        # tangent-space steps are written as the clip they equal (the maps cost ≈ 25 % of an
+        # HM2Rec step at Beauty's size; they agree to float64 rounding, see the tests).
+        embeddings = embeddings.to(self.dtype)
+        if self.aggregation == "tangent":
+            t = clip_tangent(embeddings, self.max_tangent_norm)  # log_o(X⁰)
+        else:
+            x = exp_o(embeddings, c, self.max_tangent_norm)  # [N, d+1]
+        total = 0.0
         for _ in range(self.num_layers):
             if self.aggregation == "tangent":
-                t = spmm(adj, t)
+                t = spmm(adj, t, adj_t)
             else:
-                x = centroid(spmm(adj, x), c)
+                x = centroid(spmm(adj, x, adj_t), c)
                 t = log_o(x, c)
             total = total + t
-        points = exp_o(total, c, self.max_tangent_norm)
-        return points, log_o(points, c)
+        return clip_tangent(total, self.max_tangent_norm)  # log_o(exp_o(Σ T^l))
 
 
 class VGAEOutput(NamedTuple):
@@ -279,22 +315,23 @@ class VGAE(nn.Module):
             nn.init.zeros_(layer.bias)
         nn.init.constant_(self.logstd.bias, INIT_LOGSTD)
 
-    def encode(self, adj, h):
-        """Return μ and log σ, [N, H] each, of node features ``h`` [N, H]."""
-        hidden = F.relu(spmm(adj, self.gcn(h)))
+    def encode(self, adj, h, adj_t=None):
+        """Return μ and log σ, [N, H] each, of node features ``h`` [N, H] (``adj_t`` as in :func:`spmm`)."""
+        hidden = F.relu(spmm(adj, self.gcn(h), adj_t))
         return self.mu(hidden), self.logstd(hidden).clamp(max=MAX_LOGSTD)
 
-    def forward(self, adj, h):
+    def forward(self, adj, h, adj_t=None):
         """Encode and sample (reparameterisation in training mode only).
 
         Args:
             adj (Tensor): sparse [N, N].
             h (FloatTensor): [N, H] tangent coordinates of the HGCN output.
+            adj_t (Tensor): optional sparse [N, N] ``adjᵀ`` (a faster backward).
 
         Returns:
             VGAEOutput.
         """
-        mu, logstd = self.encode(adj, h)
+        mu, logstd = self.encode(adj, h, adj_t)
         z = mu + torch.randn_like(mu) * logstd.exp() if self.training else mu
         return VGAEOutput(z, mu, logstd)
 

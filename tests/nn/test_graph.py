@@ -9,8 +9,9 @@ from recbole_hymoe.nn.graph import (
     BipartiteGraph,
     HyperbolicGCN,
     normalized_adjacency,
+    spmm,
 )
-from recbole_hymoe.nn.lorentz import exp_o, minkowski_dot
+from recbole_hymoe.nn.lorentz import centroid, exp_o, log_o, minkowski_dot
 
 # 3 users (0 = padding) x 5 items (0 = padding, 4 never seen): R[u, i]
 USERS = torch.tensor([1, 1, 2, 2, 2])
@@ -67,22 +68,63 @@ def test_sampled_negatives_are_items_of_the_same_user_and_never_its_edges():
 def test_tangent_aggregation_is_lightgcn_followed_by_exp_o():
     adj = normalized_adjacency(USERS, ITEMS, 3, 5)
     emb = 0.1 * torch.randn(8, 4, dtype=torch.float64)
-    points, tangent = HyperbolicGCN(3, "tangent")(adj, emb, 1.0)
+    tangent = HyperbolicGCN(3, "tangent")(adj, emb, 1.0)
     a = adj.to_dense()
     expected = a @ emb + a @ a @ emb + a @ a @ a @ emb
     assert torch.allclose(tangent, expected, atol=1e-12)
-    assert torch.allclose(points, exp_o(expected, 1.0))
     # tangent aggregation does not depend on the curvature: log_o(exp_o(u)) = u for every c
-    assert torch.allclose(HyperbolicGCN(3, "tangent")(adj, emb, 3.0)[1], tangent, atol=1e-12)
+    assert torch.allclose(HyperbolicGCN(3, "tangent")(adj, emb, 3.0), tangent, atol=1e-12)
+
+
+def hgcf_reference(adj, emb, c, layers, aggregation, max_norm):
+    """HGCF's propagation written with every exp_o / log_o it computes."""
+    x = exp_o(emb, c, max_norm)
+    t = log_o(x, c)
+    total = torch.zeros_like(t)
+    for _ in range(layers):
+        if aggregation == "tangent":
+            t = adj @ t
+        else:
+            x = centroid(adj @ x, c)
+            t = log_o(x, c)
+        total = total + t
+    return log_o(exp_o(total, c, max_norm), c)
+
+
+@pytest.mark.parametrize("aggregation", ["tangent", "centroid"])
+@pytest.mark.parametrize("c", [0.5, 2.0])
+def test_propagation_equals_hgcf_maps_including_the_clip(aggregation, c):
+    adj = normalized_adjacency(USERS, ITEMS, 3, 5, "row_self_loop")
+    emb = torch.randn(8, 4, dtype=torch.float64) * torch.tensor([0.1, 1.0, 3.0, 6.0, 0.5, 2.0, 4.0, 0.2]).double()[:, None]
+    got = HyperbolicGCN(2, aggregation, max_tangent_norm=2.5)(adj, emb, c)
+    expected = hgcf_reference(adj.to_dense(), emb, c, 2, aggregation, 2.5)
+    assert torch.allclose(got, expected, atol=1e-9)
+    assert got.norm(dim=-1).max().item() <= 2.5 + 1e-12  # clipped rows exist and stay at the limit
+    assert emb.norm(dim=-1).max().item() > 2.5
+
+
+@pytest.mark.parametrize("norm", ["sym", "row_self_loop"])
+def test_graph_products_with_the_stored_transpose_match_torch_gradients(norm):
+    graph = BipartiteGraph(USERS, ITEMS, 3, 5, norm)
+    assert torch.equal(graph.adjacency_t.to_dense(), graph.adjacency.to_dense().t())
+    x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(8, 4, dtype=torch.float64)
+    (spmm(graph.adjacency, x, graph.adjacency_t) * weights).sum().backward()
+    fast = x.grad.clone()
+    x.grad = None
+    (torch.sparse.mm(graph.adjacency, x) * weights).sum().backward()
+    assert torch.allclose(fast, x.grad, atol=1e-12)
+    assert torch.allclose(fast, graph.adjacency.to_dense().t() @ weights, atol=1e-12)
 
 
 def test_centroid_aggregation_stays_on_the_sheet_and_depends_on_the_curvature():
     adj = normalized_adjacency(USERS, ITEMS, 3, 5)
     emb = torch.randn(8, 4, dtype=torch.float64)
     gcn = HyperbolicGCN(2, "centroid")
-    points, tangent = gcn(adj, emb, 1.0)
+    tangent = gcn(adj, emb, 1.0)
+    points = exp_o(tangent, 1.0)
     assert torch.allclose(minkowski_dot(points, points), torch.full((8,), -1.0, dtype=torch.float64), rtol=1e-9)
-    assert not torch.allclose(gcn(adj, emb, 2.0)[1], tangent, atol=1e-3)
+    assert not torch.allclose(gcn(adj, emb, 2.0), tangent, atol=1e-3)
 
 
 def test_vgae_kl_is_zero_at_the_prior_and_half_the_squared_mean_off_it():
@@ -126,7 +168,7 @@ def test_reconstruction_loss_falls_on_a_toy_graph(decoder, aggregation):
     edges = graph.sample_edges(512)
 
     def loss():
-        tangent = gcn(graph.adjacency, embedding, 1.0)[1].float()
+        tangent = gcn(graph.adjacency, embedding, 1.0).float()
         z = vgae(graph.adjacency, tangent).z
         return vgae.recon_loss(z[edges.users], z[21 + edges.pos_items], z[21 + edges.neg_items], 1.0)
 
