@@ -25,6 +25,7 @@ from recbole.utils import get_model, get_trainer, init_logger, init_seed
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.resume import load_training_state, restore_training_state, save_training_state
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
 TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10", "hit@50", "ndcg@50")
@@ -108,18 +109,45 @@ def build_pipeline(config):
 
 
 def train_and_evaluate(config, saved=True):
-    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``."""
+    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``.
+
+    A run folder that holds an unfinished run's training state (:mod:`recbole_hymoe.resume`)
+    continues it after its last validated epoch — e.g. after an interruption, or with a
+    larger ``epochs`` — and the state is saved again after every validation.
+    """
     run_dir = _prepare_run_dir(config)
     _, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
     logger = getLogger()
     n_params = sum(p.numel() for p in model.parameters())
+    settings = reusable_config(config)
+    state = load_training_state(run_dir, settings) if saved else None
+    previous, offset, resumed_at = [], 0.0, []
+    if state is not None:
+        restore_training_state(state, trainer, train_data, config["device"])
+        previous, offset = state["history"], state["train_time_s"]
+        resumed_at = state["resumed_at"] + [trainer.start_epoch]
+        logger.info(f"continuing the run in {run_dir} after epoch {state['epoch']}")
     start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    train_time = time.perf_counter() - start
-    for record in history:
-        record["elapsed_s"] = round(record["elapsed_s"] - start, 3)
+
+    def training_seconds(clock):
+        return round(offset + clock - start, 3)
+
+    def save_state(epoch_idx, valid_score):
+        history[-1]["elapsed_s"] = training_seconds(history[-1]["elapsed_s"])
+        if saved and config["local_rank"] == 0:
+            save_training_state(run_dir, trainer, train_data, previous + history,
+                                getattr(trainer, "moe_history", []), training_seconds(time.perf_counter()),
+                                settings, resumed_at)
+
+    if state is not None and (state["stopped"] or trainer.start_epoch >= trainer.epochs):
+        logger.info(f"the run in {run_dir} has finished training (epoch {state['epoch']}); testing it")
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=save_state
+        )
+    train_time = training_seconds(time.perf_counter())
+    history[:] = previous + history
     start = time.perf_counter()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_time = time.perf_counter() - start
@@ -136,7 +164,8 @@ def train_and_evaluate(config, saved=True):
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result or {}),
         "valid_history": history,
-        "train_time_s": round(train_time, 3),
+        "train_time_s": train_time,
+        "resumed_at_epochs": resumed_at,
         "test_time_s": round(test_time, 3),
         "n_params": n_params,
         "run_dir": str(run_dir),

@@ -4,7 +4,8 @@ A spec file (``yaml/experiment/ttq-*.yaml``) names a dataset, shared config file
 torch thread count and a list of runs (label, model, overrides). Each run goes through
 :func:`recbole_hymoe.quick_start.run` (RecBole's Trainer, early stopping on valid NDCG@10) into
 ``<out>/<label>/`` with its checkpoint, config and results; a run whose ``results.json``
-exists is not repeated, so an interrupted benchmark resumes. The report gives per run: wall
+exists is not repeated, an interrupted run continues from its last validated epoch, and a run
+that reached its epoch cap without early stopping continues when the cap is raised. The report gives per run: wall
 time, epochs, best valid NDCG@10 and when it was reached, test metrics, and — against the
 first run (the reference) — the time each run needed to reach the reference's best valid
 NDCG@10.
@@ -20,6 +21,7 @@ import yaml
 
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.quick_start import run, write_atomic
+from recbole_hymoe.resume import state_file
 
 REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
@@ -81,14 +83,14 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
     for entry in spec["runs"]:
         run_dir = (out_dir / slug(entry["label"])).resolve()
         done = run_dir / "results.json"
-        if done.is_file():
-            result = json.loads(done.read_text(encoding="utf-8"))
-        else:
-            config = {**(spec.get("overrides") or {}), **(entry.get("overrides") or {}), **(overrides or {}),
-                      "run_dir": str(run_dir), "show_progress": False}
+        result = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
+        config = {**(spec.get("overrides") or {}), **(entry.get("overrides") or {}), **(overrides or {}),
+                  "run_dir": str(run_dir), "show_progress": False}
+        if result is None or _cap_raised(run_dir, config.get("epochs")):
+            earlier_wall = result.get("wall_s", 0.0) if result else 0.0
             start = time.perf_counter()
             result = run(entry["model"], spec["dataset"], spec.get("config_files"), config)
-            result["wall_s"] = round(time.perf_counter() - start, 1)
+            result["wall_s"] = round(earlier_wall + time.perf_counter() - start, 1)
             write_atomic(done, json.dumps(result, indent=2, default=str))
         results.append({"label": entry["label"], **result})
     report = {"spec": str(spec_file), "dataset": spec["dataset"], "threads": spec.get("threads"),
@@ -96,6 +98,15 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
     write_atomic(out_dir / "ttq.json", json.dumps(report, indent=2, default=str))
     write_atomic(out_dir / "ttq.md", ttq_table(report))
     return report
+
+
+def _cap_raised(run_dir, epochs):
+    """Whether a recorded run stopped at an epoch cap (not early) below ``epochs`` and can continue."""
+    path = state_file(run_dir)
+    if epochs is None or not path.is_file():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return not state["stopped"] and state["epoch"] + 1 < int(epochs)
 
 
 def summarise(results):

@@ -59,6 +59,15 @@ def test_time_to_quality_runs_resumes_and_compares_with_the_reference(tiny_confi
     with pytest.raises(ConfigError, match="no run labelled 'BERT4Rec'; its runs: 'SASRec \\(prefix\\)'"):
         quality.run_time_to_quality(spec_file, tmp_path / "ttq", labels=["BERT4Rec"])
 
+    monkeypatch.undo()  # a raised epoch cap continues the runs that hit it, after their last epoch
+    spec["overrides"]["epochs"] = 3
+    spec_file.write_text(yaml.safe_dump(spec))
+    longer = quality.run_time_to_quality(spec_file, tmp_path / "ttq")
+    for before, after in zip(report["rows"], longer["rows"]):
+        assert after["epochs_run"] == 3 and after["train_time_s"] > before["train_time_s"]
+    history = json.loads((tmp_path / "ttq" / "hymoerec-all" / "results.json").read_text())["valid_history"]
+    assert [r["epoch"] for r in history] == [0, 1, 2]
+
 
 def test_time_to_quality_spec_problems_are_listed(tmp_path):
     spec_file = tmp_path / "bad.yaml"

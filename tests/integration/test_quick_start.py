@@ -6,6 +6,7 @@ import pytest
 from conftest import run_python
 
 from recbole_hymoe import run
+from recbole_hymoe.errors import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +96,40 @@ def test_fuxi_models_learn(tiny_config, model, extra):
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     if model == "Fuxi-MME":
         assert len(losses) == 3 and len(losses[0]) == 2  # one MoE per block, telemetry every epoch
+
+
+@pytest.mark.parametrize("extra", [{}, {"model": "FuXiAlpha", "hidden_size": 32, "n_heads": 2}],
+                         ids=["hymoerec-prefix", "fuxi-all-positions-ssm"])
+def test_an_interrupted_run_continues_exactly_as_an_uninterrupted_one(tiny_config, tmp_path, extra):
+    extra = dict(extra)
+    model = extra.pop("model", "HyMoERec")
+    config = {**tiny_config, **extra, "epochs": 3}
+    whole = run(model, "mini", config_dict={**config, "run_dir": str(tmp_path / "whole")})
+    first = run(model, "mini", config_dict={**config, "epochs": 1, "run_dir": str(tmp_path / "split")})
+    assert first["epochs_run"] == 1 and (tmp_path / "split" / "training_state.pth").is_file()
+    continued = run(model, "mini", config_dict={**config, "run_dir": str(tmp_path / "split")})
+    assert continued["resumed_at_epochs"] == [1]
+    assert continued["epochs_run"] == 3
+    assert [r["epoch"] for r in continued["valid_history"]] == [0, 1, 2]
+    assert [r["valid_score"] for r in continued["valid_history"]] == [r["valid_score"] for r in whole["valid_history"]]
+    assert continued["test_result"] == whole["test_result"]
+    elapsed = [r["elapsed_s"] for r in continued["valid_history"]]
+    assert elapsed == sorted(elapsed) and continued["train_time_s"] >= elapsed[-1]
+    if model == "HyMoERec":  # expert telemetry and the warm-up step carry over
+        assert [t["epoch"] for t in continued["moe_telemetry"]] == [0, 1, 2]
+        assert [t["step"] for t in continued["moe_telemetry"]] == [t["step"] for t in whole["moe_telemetry"]]
+
+
+def test_a_finished_run_is_tested_again_not_retrained(tiny_config, tmp_path):
+    config = {**tiny_config, "run_dir": str(tmp_path / "run")}
+    done = run("HyMoERec", "mini", config_dict=config)
+    again = run("HyMoERec", "mini", config_dict=config)
+    assert again["epochs_run"] == 1 and again["valid_history"] == done["valid_history"]
+    assert again["test_result"] == done["test_result"]
+
+
+def test_continuing_a_run_under_other_settings_is_refused(tiny_config, tmp_path):
+    config = {**tiny_config, "run_dir": str(tmp_path / "run")}
+    run("HyMoERec", "mini", config_dict=config)
+    with pytest.raises(ConfigError, match=r"learning_rate: 0\.001 -> 0\.01.*choose another run_dir"):
+        run("HyMoERec", "mini", config_dict={**config, "learning_rate": 0.01, "epochs": 2})
