@@ -121,11 +121,12 @@ def train_and_evaluate(config, saved=True):
     n_params = sum(p.numel() for p in model.parameters())
     settings = reusable_config(config)
     state = load_training_state(run_dir, settings) if saved else None
-    previous, offset, resumed_at = [], 0.0, []
+    previous, offset, resumed_at, finished = [], 0.0, [], False
     if state is not None:
         restore_training_state(state, trainer, train_data, config["device"])
         previous, offset = state["history"], state["train_time_s"]
-        resumed_at = state["resumed_at"] + [trainer.start_epoch]
+        finished = state["stopped"] or trainer.start_epoch >= trainer.epochs
+        resumed_at = state["resumed_at"] + ([] if finished else [trainer.start_epoch])
         logger.info(f"continuing the run in {run_dir} after epoch {state['epoch']}")
     start = time.perf_counter()
 
@@ -139,7 +140,7 @@ def train_and_evaluate(config, saved=True):
                                 getattr(trainer, "moe_history", []), training_seconds(time.perf_counter()),
                                 settings, resumed_at)
 
-    if state is not None and (state["stopped"] or trainer.start_epoch >= trainer.epochs):
+    if finished:
         logger.info(f"the run in {run_dir} has finished training (epoch {state['epoch']}); testing it")
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     else:

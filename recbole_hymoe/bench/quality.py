@@ -4,8 +4,9 @@ A spec file (``yaml/experiment/ttq-*.yaml``) names a dataset, shared config file
 torch thread count and a list of runs (label, model, overrides). Each run goes through
 :func:`recbole_hymoe.quick_start.run` (RecBole's Trainer, early stopping on valid NDCG@10) into
 ``<out>/<label>/`` with its checkpoint, config and results; a run whose ``results.json``
-exists is not repeated, an interrupted run continues from its last validated epoch, and a run
-that reached its epoch cap without early stopping continues when the cap is raised. The report gives per run: wall
+exists is not repeated, an interrupted run continues from its last validated epoch (or, at its
+epoch cap, is tested and recorded), and a run that reached its epoch cap without early stopping
+continues when the cap is raised. The report gives per run: wall
 time, epochs, best valid NDCG@10 and when it was reached, test metrics, and — against the
 first run (the reference) — the time each run needed to reach the reference's best valid
 NDCG@10.
@@ -86,7 +87,7 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
         result = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
         config = {**(spec.get("overrides") or {}), **(entry.get("overrides") or {}), **(overrides or {}),
                   "run_dir": str(run_dir), "show_progress": False}
-        if result is None or _cap_raised(run_dir, config.get("epochs")):
+        if result is None or _has_more(run_dir, result, config.get("epochs")):
             earlier_wall = result.get("wall_s", 0.0) if result else 0.0
             start = time.perf_counter()
             result = run(entry["model"], spec["dataset"], spec.get("config_files"), config)
@@ -100,13 +101,16 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
     return report
 
 
-def _cap_raised(run_dir, epochs):
-    """Whether a recorded run stopped at an epoch cap (not early) below ``epochs`` and can continue."""
+def _has_more(run_dir, result, epochs):
+    """Whether a recorded run has more to do: its training went on after ``result`` was written
+    (a continuation was interrupted), or it stopped at an epoch cap (not early) below ``epochs``."""
     path = state_file(run_dir)
-    if epochs is None or not path.is_file():
+    if not path.is_file():
         return False
     state = torch.load(path, map_location="cpu", weights_only=False)
-    return not state["stopped"] and state["epoch"] + 1 < int(epochs)
+    went_on = state["epoch"] + 1 > result["epochs_run"]
+    cap_raised = epochs is not None and not state["stopped"] and state["epoch"] + 1 < int(epochs)
+    return went_on or cap_raised
 
 
 def summarise(results):

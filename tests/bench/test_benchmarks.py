@@ -60,13 +60,19 @@ def test_time_to_quality_runs_resumes_and_compares_with_the_reference(tiny_confi
         quality.run_time_to_quality(spec_file, tmp_path / "ttq", labels=["BERT4Rec"])
 
     monkeypatch.undo()  # a raised epoch cap continues the runs that hit it, after their last epoch
+    recorded = tmp_path / "ttq" / "hymoerec-all" / "results.json"
+    two_epochs = recorded.read_text()
     spec["overrides"]["epochs"] = 3
     spec_file.write_text(yaml.safe_dump(spec))
     longer = quality.run_time_to_quality(spec_file, tmp_path / "ttq")
     for before, after in zip(report["rows"], longer["rows"]):
         assert after["epochs_run"] == 3 and after["train_time_s"] > before["train_time_s"]
-    history = json.loads((tmp_path / "ttq" / "hymoerec-all" / "results.json").read_text())["valid_history"]
-    assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert [r["epoch"] for r in json.loads(recorded.read_text())["valid_history"]] == [0, 1, 2]
+    # a continuation interrupted before it was recorded is recorded from its training state
+    recorded.write_text(two_epochs)
+    again = quality.run_time_to_quality(spec_file, tmp_path / "ttq", labels=["HyMoERec all"])
+    assert again["rows"][0]["epochs_run"] == 3
+    assert again["rows"][0]["test"] == longer["rows"][1]["test"]
 
 
 def test_time_to_quality_spec_problems_are_listed(tmp_path):

@@ -125,6 +125,7 @@ def test_a_finished_run_is_tested_again_not_retrained(tiny_config, tmp_path):
     done = run("HyMoERec", "mini", config_dict=config)
     again = run("HyMoERec", "mini", config_dict=config)
     assert again["epochs_run"] == 1 and again["valid_history"] == done["valid_history"]
+    assert again["resumed_at_epochs"] == []  # tested, not continued
     assert again["test_result"] == done["test_result"]
 
 
