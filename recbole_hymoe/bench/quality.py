@@ -6,10 +6,11 @@ torch thread count and a list of runs (label, model, overrides). Each run goes t
 ``<out>/<label>/`` with its checkpoint, config and results; a run whose ``results.json``
 exists is not repeated, an interrupted run continues from its last validated epoch (or, at its
 epoch cap, is tested and recorded), and a run that reached its epoch cap without early stopping
-continues when the cap is raised. The report gives per run: wall
-time, epochs, best valid NDCG@10 and when it was reached, test metrics, and — against the
-first run (the reference) — the time each run needed to reach the reference's best valid
-NDCG@10.
+continues when the cap is raised. The report gives per run: training time (every trained epoch
+and its validation, over all continuations), epochs, best valid NDCG@10 and when it was
+reached, test metrics, and — against the first run (the reference) — the time each run needed
+to reach the reference's best valid NDCG@10. ``wall_s`` in ``results.json`` adds up the
+invocations that recorded the run (an interrupted continuation's time is not in it).
 """
 
 import json
