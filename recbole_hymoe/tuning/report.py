@@ -48,7 +48,11 @@ def trial_rows(results, space, max_epochs, trials_dir):
             row.update(stop_reason=f"skipped (invalid combination: {status['detail'].splitlines()[-1].strip()})",
                        epochs=0, best_valid_score=None)
         else:
-            epochs = frame[frame["epoch"] >= 0] if frame is not None and "epoch" in frame else None
+            # A resumed trial replays the epochs after the last checkpoint Ray had recorded (Ctrl-C can
+            # land between a report and its checkpoint's registration), so Ray's log may hold an epoch
+            # twice: the later report is the one the trial's saved best model belongs to.
+            epochs = (frame[frame["epoch"] >= 0].drop_duplicates("epoch", keep="last")
+                      if frame is not None and "epoch" in frame else None)
             if epochs is None or epochs.empty:
                 row.update(stop_reason="no epoch finished", epochs=0, best_valid_score=None)
             else:
