@@ -116,18 +116,19 @@ def train_and_evaluate(config, saved=True):
     larger ``epochs`` — and the state is saved again after every validation.
     """
     run_dir = _prepare_run_dir(config)
+    settings = reusable_config(config)
+    state = load_training_state(run_dir, settings) if saved else None  # refused before any data is loaded
     _, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
     logger = getLogger()
     n_params = sum(p.numel() for p in model.parameters())
-    settings = reusable_config(config)
-    state = load_training_state(run_dir, settings) if saved else None
     previous, offset, resumed_at, finished = [], 0.0, [], False
     if state is not None:
         restore_training_state(state, trainer, train_data, config["device"])
         previous, offset = state["history"], state["train_time_s"]
         finished = state["stopped"] or trainer.start_epoch >= trainer.epochs
         resumed_at = state["resumed_at"] + ([] if finished else [trainer.start_epoch])
-        logger.info(f"continuing the run in {run_dir} after epoch {state['epoch']}")
+        if not finished:
+            logger.info(f"continuing the run in {run_dir} after epoch {state['epoch']}")
     start = time.perf_counter()
 
     def training_seconds(clock):

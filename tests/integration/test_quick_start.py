@@ -129,8 +129,15 @@ def test_a_finished_run_is_tested_again_not_retrained(tiny_config, tmp_path):
     assert again["test_result"] == done["test_result"]
 
 
-def test_continuing_a_run_under_other_settings_is_refused(tiny_config, tmp_path):
+def test_continuing_a_run_under_other_settings_is_refused_before_data_loads(tiny_config, tmp_path, monkeypatch):
+    import recbole_hymoe.quick_start as quick_start
+
     config = {**tiny_config, "run_dir": str(tmp_path / "run")}
     run("HyMoERec", "mini", config_dict=config)
+
+    def no_loading(config):
+        raise AssertionError("the data was loaded before the settings were checked")
+
+    monkeypatch.setattr(quick_start, "prepare_data", no_loading)
     with pytest.raises(ConfigError, match=r"learning_rate: 0\.001 -> 0\.01.*choose another run_dir"):
         run("HyMoERec", "mini", config_dict={**config, "learning_rate": 0.01, "epochs": 2})
