@@ -14,6 +14,11 @@ Measured per variant:
 - ``epoch_s``: median step time × steps per epoch (data loading excluded, measured apart as
   ``load_s_per_epoch``);
 - ``eval_s``: one full-sort evaluation of the validation split (RecBole's Trainer.evaluate);
+- ``step_gflop`` / ``eval_gflop``: matmul work of the warm-up step (the first training batch,
+  forward and backward) and of one evaluation, counted by torch's ``FlopCounterMode`` (matrix
+  products and attention; elementwise work is not counted). Their ratios separate what a model
+  computes from how fast it computes it: a step-time ratio near the FLOP ratio means the
+  extra time is the extra arithmetic, not dispatch overhead;
 - ``peak_rss_gb``: how far the process's resident memory rose above its level before the
   variant was built, while its data, model and trainer were built, trained and evaluated
   (sampled every 5 ms).
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from recbole.utils import get_model, get_trainer, init_seed
 
 from recbole_hymoe.compat import clean_argv
@@ -91,6 +97,13 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._process.memory_info().rss)
+
+
+def matmul_gflop(fn):
+    """Run ``fn()`` and return its matmul work in GFLOP, as torch's ``FlopCounterMode`` counts it."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
 
 
 class _Prepared:
@@ -162,8 +175,9 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
         before = psutil.Process().memory_info().rss
         with PeakRSS() as memory:
             item = _Prepared(variant, dataset, config_file_list, base, n_batches=steps + 1)
-            item.step(item.batches[0])  # warm-up: first-call allocations and thread pools
-            item.evaluate()
+            # warm-up (first-call allocations and thread pools), counting its matmul work
+            item.step_gflop = matmul_gflop(lambda: item.step(item.batches[0]))
+            item.eval_gflop = matmul_gflop(item.evaluate)
         peaks[variant.label] = memory.peak - before
         prepared.append((variant, item))
     step_times = {v.label: [] for v in variants}
@@ -194,6 +208,8 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
             "epoch_s": step_s * item.steps_per_epoch,
             "load_s_per_epoch": item.load_s_per_epoch,
             "eval_s": statistics.median(eval_times[variant.label]),
+            "step_gflop": item.step_gflop,
+            "eval_gflop": item.eval_gflop,
             "peak_rss_gb": peaks[variant.label] / 2**30,
         })
     reference = results[0]
@@ -201,6 +217,8 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
         row["step_ratio"] = row["step_s"] / reference["step_s"]
         row["epoch_ratio"] = row["epoch_s"] / reference["epoch_s"]
         row["eval_ratio"] = row["eval_s"] / reference["eval_s"]
+        row["step_flop_ratio"] = row["step_gflop"] / reference["step_gflop"]
+        row["eval_flop_ratio"] = row["eval_gflop"] / reference["eval_gflop"]
     report = {
         "rows": results,
         "meta": {
@@ -229,13 +247,15 @@ def speed_table(report):
         f"Speed on {meta['dataset']} ({meta['device']}, {meta['threads']} threads, median of "
         f"{meta['steps']} steps × {meta['rounds']} rounds; ratios vs the first row, same run)",
         "",
-        "| variant | step s | × | seq/s | pos/s | steps/epoch | epoch s | × | eval s | × | RSS rise GB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | step s | × | step GFLOP | × | seq/s | pos/s | steps/epoch | epoch s | × | eval s | × | "
+        "eval GFLOP | × | RSS rise GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['variant']} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | {r['seq_per_s']:.0f} | "
-            f"{r['pos_per_s']:.0f} | {r['steps_per_epoch']} | {r['epoch_s']:.1f} | {r['epoch_ratio']:.3f} | "
-            f"{r['eval_s']:.2f} | {r['eval_ratio']:.2f} | {r['peak_rss_gb']:.2f} |"
+            f"| {r['variant']} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | {r['step_gflop']:.2f} | "
+            f"{r['step_flop_ratio']:.2f} | {r['seq_per_s']:.0f} | {r['pos_per_s']:.0f} | {r['steps_per_epoch']} | "
+            f"{r['epoch_s']:.1f} | {r['epoch_ratio']:.3f} | {r['eval_s']:.2f} | {r['eval_ratio']:.2f} | "
+            f"{r['eval_gflop']:.2f} | {r['eval_flop_ratio']:.2f} | {r['peak_rss_gb']:.2f} |"
         )
     return "\n".join(lines) + "\n"

@@ -25,6 +25,9 @@ def test_speed_benchmark_reports_ratios_against_the_first_variant(tiny_config, t
     assert second["pos_per_s"] > second["seq_per_s"]  # several supervised positions per sequence
     assert first["pos_per_s"] == pytest.approx(first["seq_per_s"])
     assert all(row["peak_rss_gb"] >= 0 and row["eval_s"] > 0 for row in report["rows"])
+    assert all(row["step_gflop"] > 0 and row["eval_gflop"] > 0 for row in report["rows"])
+    assert first["step_flop_ratio"] == 1.0
+    assert second["eval_flop_ratio"] == pytest.approx(second["eval_gflop"] / first["eval_gflop"])
     assert json.loads((tmp_path / "speed" / "speed.json").read_text())["rows"][1]["variant"] == second["variant"]
     assert "HyMoERec (all_positions)" in (tmp_path / "speed" / "speed.md").read_text()
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from recbole_hymoe.nn.moe import (
     Experts,
@@ -109,6 +110,20 @@ def test_padding_changes_nothing(balance_loss):
     for field in ("aux_loss", "balance_loss", "z_loss"):
         assert getattr(out_padded, field).item() == pytest.approx(getattr(out, field).item(), rel=1e-6)
     assert torch.equal(out_padded.expert_load, out.expert_load)
+
+
+def test_only_the_selected_experts_run_and_only_on_real_tokens():
+    hidden_size, inner, num_experts, top_k = 8, 16, 4, 2
+    moe = make_moe(num_experts, top_k, hidden_size, inner)
+    hidden = torch.randn(3, 7, hidden_size)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, :7], mask[1, :4], mask[2, :2] = True, True, True  # 13 real tokens of 21
+    with FlopCounterMode(display=False) as counter:
+        moe(hidden, mask)
+    real = int(mask.sum())
+    router = 2 * real * hidden_size * num_experts  # Linear(H, E) on the real tokens
+    experts = real * top_k * (2 * hidden_size * inner + 2 * inner * hidden_size)  # K MLPs per token
+    assert counter.get_total_flops() == router + experts
 
 
 def test_expert_load_counts_real_token_slots():
