@@ -34,8 +34,8 @@ from pathlib import Path
 
 import psutil
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from recbole.utils import get_model, get_trainer, init_seed
+from torch.utils.flop_counter import FlopCounterMode
 
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
