@@ -17,7 +17,7 @@ from recbole_hymoe import registry  # noqa: E402  (RecBole must be repaired firs
 registry.install_config_hook()
 
 from recbole_hymoe.config import Config  # noqa: E402
-from recbole_hymoe.data import RegimeDataset  # noqa: E402
+from recbole_hymoe.data import ALL_POSITIONS_BUILTINS, RegimeDataset  # noqa: E402
 from recbole_hymoe.models import FuXiAlpha, FuxiMME, HM2Rec, HyMoERec, Mamba4Rec  # noqa: E402
 from recbole_hymoe.trainer import MoETrainer  # noqa: E402
 
@@ -25,6 +25,10 @@ _MODELS = ((HyMoERec, ()), (Mamba4Rec, ()), (FuXiAlpha, ("FuXi-alpha", "FuXi-α"
            (HM2Rec, ()))
 for _model, _aliases in _MODELS:
     registry.register_model(_model, _model.yaml_file(), trainer=MoETrainer, dataset=RegimeDataset, aliases=_aliases)
+# RecBole's SASRec, GRU4Rec, NARM and BERT4Rec read their data through RegimeDataset in both regimes
+# (its user windows in all_positions, its timestamp repair in both), also in RecBole's own loader.
+for _model in ALL_POSITIONS_BUILTINS:
+    registry.register_dataset(_model, RegimeDataset)
 
 from recbole_hymoe.quick_start import load_data_and_model, run  # noqa: E402
 

@@ -124,7 +124,7 @@ class Config(RecBoleConfig):
         self._check_keys()
         plugin = registry.is_plugin_model(self.model)
         if self.model_class.type == ModelType.SEQUENTIAL:
-            check_regime(self, supports_all_positions=plugin)
+            check_regime(self, plugin)
         if plugin:
             self.model_class.check_config(self)
 
@@ -161,6 +161,8 @@ class Config(RecBoleConfig):
                 final["train_neg_sample_args"] = dict(_DEFAULT_NEG_SAMPLING)
         if final.get("train_regime") == "all_positions" and "train_batch_size" not in self.external_config_dict:
             final["train_batch_size"] = ALL_POSITIONS_BATCH_SIZE
+        if final.get("train_regime") == "all_positions" and "transform" not in self.external_config_dict:
+            final["transform"] = None  # BERT4Rec's masking happens in the loss (recbole_hymoe.baselines)
         super()._set_default_parameters()
         if loss_type == "SSM" and "MODEL_INPUT_TYPE" not in final:
             final["MODEL_INPUT_TYPE"] = InputType.POINTWISE  # RecBole knows only CE and BPR

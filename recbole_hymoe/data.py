@@ -29,12 +29,17 @@ from recbole.utils import FeatureSource, FeatureType, ModelType
 from recbole_hymoe.errors import ConfigError
 
 TRAIN_REGIMES = ("prefix", "all_positions")
+# RecBole's built-in models that train in the all_positions regime (see recbole_hymoe.baselines).
+ALL_POSITIONS_BUILTINS = ("SASRec", "GRU4Rec", "NARM", "BERT4Rec")
 LOSS_START_FIELD = "window_loss_start"  # first supervised position of an overlapping window
 TRAIN_WINDOWS = ("tiled", "last")
 
 
-def check_regime(config, supports_all_positions):
-    """Raise :class:`ConfigError` for an unknown or unsupported ``train_regime`` / ``train_windows``."""
+def check_regime(config, plugin):
+    """Raise :class:`ConfigError` for an unknown or unsupported ``train_regime`` / ``train_windows``.
+
+    ``plugin``: the model is one of the package's (all of which train in both regimes).
+    """
     regime, windows, stride = config["train_regime"], config["train_windows"], config["train_window_stride"]
     if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
                                or not 1 <= stride <= config["MAX_ITEM_LIST_LENGTH"]):
@@ -44,12 +49,16 @@ def check_regime(config, supports_all_positions):
         raise ConfigError(f"train_regime={regime!r} must be one of {list(TRAIN_REGIMES)}")
     if windows not in TRAIN_WINDOWS:
         raise ConfigError(f"train_windows={windows!r} must be one of {list(TRAIN_WINDOWS)}")
-    if regime == "all_positions" and not supports_all_positions:
+    if regime != "all_positions" or plugin:
+        return
+    if config["model"] not in ALL_POSITIONS_BUILTINS:
         raise ConfigError(
-            f"train_regime='all_positions' needs a model that computes a loss at every position; "
-            f"{config['model']} (a RecBole built-in) trains on the last position only. Use "
-            "train_regime='prefix', or HyMoERec with moe_num_experts=0 as the SASRec equivalent."
+            f"train_regime='all_positions' is not available for {config['model']}: of RecBole's built-in "
+            f"models, {', '.join(ALL_POSITIONS_BUILTINS)} support it (and every plugin model). Use "
+            f"train_regime='prefix' for {config['model']}."
         )
+    if config["loss_type"] not in ("CE", "BPR"):
+        raise ConfigError(f"loss_type={config['loss_type']!r} must be 'CE' or 'BPR' for RecBole's {config['model']}")
 
 
 def window_rows(user_ids, max_len, windows, stride=None):
@@ -269,14 +278,15 @@ def prepare_data(config):
     """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
     in the all-positions regime when ``train_length_bucketing`` is on, evaluation that excludes
     each user's seen items (:func:`exclude_history`), and, for RecBole's own sequential models on
-    data without a time column, :class:`RegimeDataset`'s row order.
+    data without a time column, :class:`RegimeDataset`'s row order (the models of
+    ``ALL_POSITIONS_BUILTINS`` always read it, see ``recbole_hymoe/__init__.py``).
 
     Returns:
         tuple: dataset, train, valid and test loaders.
     """
     check_eval_exclude_history(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
-        dataset = RegimeDataset(config)  # a built-in model on data without time: order by rows
+        dataset = RegimeDataset(config)  # any built-in sequential model on data without time: order by rows
     else:
         dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -20,11 +20,12 @@ from typing import NamedTuple
 
 import torch
 import yaml
-from recbole.utils import get_model, get_trainer, init_logger, init_seed
+from recbole.utils import get_model, init_logger, init_seed
 
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.trainer import build_trainer
 from recbole_hymoe.resume import load_training_state, restore_training_state, save_training_state
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
@@ -104,7 +105,7 @@ def build_pipeline(config):
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer = build_trainer(config, model)
     return Pipeline(dataset, train_data, valid_data, test_data, model, trainer, record_validation(trainer))
 
 

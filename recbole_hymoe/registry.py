@@ -89,12 +89,18 @@ def register_model(cls, yaml_file, trainer=None, dataset=None, aliases=()):
     if trainer is not None:
         setattr(recbole.trainer, f"{name}Trainer", trainer)
     if dataset is not None:
-        setattr(importlib.import_module("recbole.data.dataset"), f"{name}Dataset", dataset)
+        register_dataset(name, dataset)
 
     _models[name] = cls
     _yaml_files[name] = Path(yaml_file)
     for alias in (name, *aliases):
         _aliases[alias.lower()] = name
+
+
+def register_dataset(name, dataset):
+    """Make RecBole's ``create_dataset`` build ``dataset`` for model ``name`` (it looks up
+    ``recbole.data.dataset.<Name>Dataset`` first); also used for built-in models."""
+    setattr(importlib.import_module("recbole.data.dataset"), f"{name}Dataset", dataset)
 
 
 def plugin_models():

@@ -1,7 +1,10 @@
-"""RecBole's Trainer plus per-epoch expert telemetry for the package's MoE models."""
+"""RecBole's Trainer plus per-epoch expert telemetry, and the all-positions loss of RecBole's built-ins."""
 
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import get_trainer, set_color
+
+from recbole_hymoe import registry
+from recbole_hymoe.baselines import all_positions_loss
 
 COLLAPSE_SHARE = 0.8
 
@@ -14,17 +17,24 @@ class MoETrainer(Trainer):
     when one expert takes more than 80 % of the real tokens (expert collapse, the failure the
     HyMoERec paper's balance loss is there to prevent). ``moe_history`` keeps one record per
     epoch for the run folder.
+
+
+    It also trains RecBole's built-in SASRec, GRU4Rec, NARM and BERT4Rec in the ``all_positions``
+    regime: their batch loss is then :func:`recbole_hymoe.baselines.all_positions_loss` instead of
+    the model's own ``calculate_loss`` (``batch_loss``); everything else is RecBole's loop.
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.moe_history = []
+        builtin_all_positions = config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"])
+        self.batch_loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         has_moe = hasattr(self.model, "moe_layers") and self.model.moe_layers()
         if has_moe:
             self.model.reset_moe_usage()
-        losses = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func or self.batch_loss, show_progress)
         if has_moe:
             self._log_moe_telemetry(epoch_idx, self.model.moe_telemetry())
         return losses
@@ -55,3 +65,11 @@ class MoETrainer(Trainer):
                     "a larger moe_balance_weight"
                 )
         self.logger.info(set_color(f"epoch {epoch_idx} experts", "green") + ": " + "; ".join(lines))
+
+
+def build_trainer(config, model):
+    """The trainer of ``model``: RecBole's lookup (the plugin models get :class:`MoETrainer`), or
+    :class:`MoETrainer` for a built-in model in the ``all_positions`` regime."""
+    if config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"]):
+        return MoETrainer(config, model)
+    return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

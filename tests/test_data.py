@@ -129,9 +129,9 @@ def test_all_positions_loss_ignores_padding(regimes, mini_data_path):
     assert aux.item() == pytest.approx(aux_wide.item(), abs=1e-6)
 
 
-def test_builtin_models_refuse_the_all_positions_regime(mini_data_path):
-    with pytest.raises(ConfigError, match="SASRec .* trains on the last position only"):
-        Config("SASRec", "mini", config_dict={"data_path": str(mini_data_path), "train_regime": "all_positions"})
+def test_unsupported_models_and_values_refuse_the_regime(mini_data_path):
+    with pytest.raises(ConfigError, match="not available for Caser"):
+        Config("Caser", "mini", config_dict={"data_path": str(mini_data_path), "train_regime": "all_positions"})
     with pytest.raises(ConfigError, match="train_regime='every'"):
         Config("HyMoERec", "mini", config_dict={"data_path": str(mini_data_path), "train_regime": "every"})
     with pytest.raises(ConfigError, match="train_windows='all'"):

@@ -34,13 +34,14 @@ from pathlib import Path
 
 import psutil
 import torch
-from recbole.utils import get_model, get_trainer, init_seed
+from recbole.utils import get_model, init_seed
 from torch.utils.flop_counter import FlopCounterMode
 
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import prepare_data
 from recbole_hymoe.quick_start import write_atomic
+from recbole_hymoe.trainer import build_trainer
 
 
 @dataclass
@@ -118,7 +119,8 @@ class _Prepared:
         _, self.train_data, self.valid_data, _ = prepare_data(self.config)
         self.model = get_model(self.config["model"])(self.config, self.train_data._dataset)
         self.model = self.model.to(self.config["device"])
-        self.trainer = get_trainer(self.config["MODEL_TYPE"], self.config["model"])(self.config, self.model)
+        self.trainer = build_trainer(self.config, self.model)
+        self.batch_loss = getattr(self.trainer, "batch_loss", self.model.calculate_loss)
         start = time.perf_counter()
         batches = [batch for batch in self.train_data]  # one full pass: the loading cost of an epoch
         self.load_s_per_epoch = time.perf_counter() - start
@@ -138,7 +140,7 @@ class _Prepared:
         """One optimizer step, as RecBole's Trainer takes it."""
         self.model.train()
         self.trainer.optimizer.zero_grad()
-        losses = self.model.calculate_loss(batch)
+        losses = self.batch_loss(batch)
         loss = sum(losses) if isinstance(losses, tuple) else losses
         loss.backward()
         self.trainer.optimizer.step()

@@ -14,13 +14,12 @@ from typing import NamedTuple
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
-from recbole.model.loss import BPRLoss
 from torch import nn
 
 from recbole_hymoe.data import LOSS_START_FIELD
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.models.params import Param, choice, integer, number, read_params
-from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
+from recbole_hymoe.nn.losses import next_item_loss, next_item_targets
 from recbole_hymoe.nn.moe import Experts, SparseMoE
 from recbole_hymoe.registry import YAML_DIR
 
@@ -102,7 +101,6 @@ class MoESequentialRecommender(SequentialRecommender):
         self.n_negatives = self.hparams["n_negatives"]
         self.temperature = self.hparams["temperature"]
         self.train_regime = config["train_regime"]
-        self.bpr_loss = BPRLoss()
         # Optimizer steps taken so far; advanced by training-mode calculate_loss only and saved
         # with every checkpoint, so a warm-up schedule survives save -> load -> resume.
         self.register_buffer("moe_step", torch.zeros((), dtype=torch.long))
@@ -175,22 +173,12 @@ class MoESequentialRecommender(SequentialRecommender):
     def rec_loss(self, user, targets, negatives=None):
         """Recommendation loss of user states ``user`` [N, H] for target items ``targets`` [N].
 
-        CE: softmax over all items; SSM: sampled softmax over ``n_negatives`` uniform negatives
-        (:func:`~recbole_hymoe.nn.losses.sampled_softmax_loss`); BPR: against ``negatives`` [N]
-        (RecBole's sampler in the prefix regime, which avoids the user's own items) or, when
-        None, one uniform negative per row. Scores are dot products divided by ``temperature``.
+        :func:`~recbole_hymoe.nn.losses.next_item_loss` over :meth:`item_table` with the model's
+        ``loss_type``, ``n_negatives`` and ``temperature``; BPR's ``negatives`` [N] are RecBole's
+        sampler's in the prefix regime (they avoid the user's own items), else uniform draws.
         """
-        table = self.item_table()
-        if self.loss_type == "SSM":
-            return sampled_softmax_loss(user, table, targets, self.n_negatives, self.temperature)
-        if self.loss_type == "BPR":
-            if negatives is None:
-                negatives = torch.randint(1, table.size(0), targets.shape, device=targets.device)
-            pos_score = self._scaled((user * table[targets]).sum(-1))  # [N]
-            neg_score = self._scaled((user * table[negatives]).sum(-1))  # [N]
-            return self.bpr_loss(pos_score, neg_score)
-        logits = self._scaled(user @ table.t())  # [N, n_items]
-        return nn.functional.cross_entropy(logits, targets)
+        return next_item_loss(user, self.item_table(), targets, self.loss_type, self.n_negatives,
+                              self.temperature, negatives)
 
     def _scaled(self, scores):
         """Divide scores by the temperature (skipped at 1: a full pass over [N, n_items])."""

@@ -1,4 +1,4 @@
-"""Next-item targets at every position, and the sampled softmax loss."""
+"""Next-item targets at every position, and the next-item losses (CE, BPR, sampled softmax)."""
 
 import torch
 from torch.nn import functional as F
@@ -57,3 +57,39 @@ def sampled_softmax_loss(user, items, positives, n_negatives, temperature=1.0, n
     neg_score = neg_score.masked_fill(negatives == positives.unsqueeze(1), float("-inf"))
     logits = torch.cat([pos_score, neg_score], dim=1) / temperature  # [N, 1 + R]
     return F.cross_entropy(logits, torch.zeros(num_rows, dtype=torch.long, device=user.device))
+
+
+def bpr_loss(pos_score, neg_score):
+    """``-mean log(γ + σ(s⁺ - s⁻))`` with γ = 1e-10, RecBole's ``BPRLoss``."""
+    return -torch.log(1e-10 + torch.sigmoid(pos_score - neg_score)).mean()
+
+
+def next_item_loss(user, items, targets, loss_type, n_negatives=None, temperature=1.0, negatives=None):
+    """Next-item loss of user states against the item table.
+
+    ``CE``: softmax cross-entropy over every item; ``BPR``: :func:`bpr_loss` against ``negatives``
+    or, when None, one uniform negative per row; ``SSM``: :func:`sampled_softmax_loss`. Scores are
+    dot products divided by ``temperature``.
+
+    Args:
+        user (FloatTensor): [N, H].
+        items (FloatTensor): [|I|, H] (row 0 = padding, never sampled).
+        targets (LongTensor): [N].
+        loss_type (str): ``CE``, ``BPR`` or ``SSM``.
+        n_negatives (int, optional): SSM's R.
+        temperature (float): τ > 0.
+        negatives (LongTensor, optional): [N] BPR negatives.
+
+    Returns:
+        FloatTensor: scalar, mean over the N rows.
+    """
+    if loss_type == "SSM":
+        return sampled_softmax_loss(user, items, targets, n_negatives, temperature)
+    if loss_type == "BPR":
+        if negatives is None:
+            negatives = torch.randint(1, items.size(0), targets.shape, device=targets.device)
+        pos_score = (user * items[targets]).sum(-1) / temperature  # [N]
+        neg_score = (user * items[negatives]).sum(-1) / temperature  # [N]
+        return bpr_loss(pos_score, neg_score)
+    logits = user @ items.t()  # [N, |I|]
+    return F.cross_entropy(logits if temperature == 1.0 else logits / temperature, targets)
