@@ -128,8 +128,11 @@ def run_cell(spec):
         start = time.perf_counter()
         overrides = {**spec["overrides"], "seed": spec["seed"], "run_dir": str(cell_dir / "run"),
                      "checkpoint_dir": str(cell_dir / "run"), "show_progress": False}
+        if "data_path" in overrides:  # recorded as the user gave it, resolved from where the suite ran
+            overrides["data_path"] = str(Path(spec.get("cwd", ".")) / overrides["data_path"])
         with clean_argv():
-            config = Config(spec["model"], spec["dataset"], spec.get("config_files"), overrides)
+            files = [str(Path(spec.get("cwd", ".")) / f) for f in spec.get("config_files") or []]
+            config = Config(spec["model"], spec["dataset"], files, overrides)
         (cell_dir / "run").mkdir(exist_ok=True)
         dataset, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
         fit_start = time.perf_counter()

@@ -81,11 +81,11 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
     if datasets:
         suite.datasets = list(datasets)
     overrides = dict(overrides or {})
-    if "data_path" in overrides:
-        overrides["data_path"] = str(Path(overrides["data_path"]).resolve())
     suite.check(overrides)  # every problem, before anything runs
     out_dir = Path(out_dir or Path("results") / "bench" / suite.name)
     specs = suite.cells(out_dir, overrides)
+    for spec in specs:  # a relative data_path is recorded as given and resolved from here by the cell
+        spec["cwd"] = str(Path.cwd())
     todo = [s for s in specs if not (Path(s["dir"]) / RESULT_FILE).is_file()]
     failed = []
     if executor == "ray" and todo:

@@ -6,7 +6,7 @@ A suite file (``yaml/bench/*.yaml``)::
     protocol: yaml/protocol/loo-full.yaml     # config file applied to every cell
     datasets: [beauty]
     seeds: [2020, 2021, 2022]
-    train_regime: all_positions               # for models that support it; RecBole's built-ins: prefix
+    train_regime: all_positions               # for models that support it; RecBole's others: prefix
     overrides: {stopping_step: 10}            # shared by every cell
     dataset_overrides: {beauty: {MAX_ITEM_LIST_LENGTH: 50}}
     reference: SASRec-equivalent              # relative gains are against this model
@@ -14,7 +14,8 @@ A suite file (``yaml/bench/*.yaml``)::
     models:
       - {label: HyMoERec, model: HyMoERec, role: ours}
       - {label: SASRec-equivalent, model: HyMoERec, overrides: {moe_num_experts: 0}}
-      - {label: SASRec, model: SASRec}        # role defaults to baseline
+      - {label: SASRec, model: SASRec,        # role defaults to baseline
+         config_files: [yaml/dataset/beauty-host.yaml]}   # read after the protocol, before overrides
 """
 
 import re
@@ -25,6 +26,7 @@ import yaml
 from recbole_hymoe import registry
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
+from recbole_hymoe.data import ALL_POSITIONS_BUILTINS
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
 
 ROLES = ("ours", "baseline")
@@ -74,8 +76,11 @@ class Suite:
             role = entry.get("role", "baseline")
             if role not in ROLES:
                 problems.append(f"models[{i}].role {role!r} is not one of {ROLES}")
+            files = [_resolve(f) for f in entry.get("config_files") or []]
+            problems += [f"models[{i}].config_files: {f} not found" for f in files if not Path(f).is_file()]
             self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
-                                "role": role, "overrides": dict(entry.get("overrides") or {})})
+                                "role": role, "overrides": dict(entry.get("overrides") or {}),
+                                "config_files": files})
         labels = [m["label"] for m in self.models]
         if len(labels) != len(set(labels)):
             problems.append("model labels must be unique")
@@ -99,10 +104,15 @@ class Suite:
     def cell_overrides(self, entry, dataset, extra=None):
         """Config overrides of one (model, dataset) cell."""
         regime = self.train_regime
-        if regime == "all_positions" and not registry.is_plugin_model(registry.resolve_model_name(entry["model"])):
-            regime = "prefix"  # RecBole's built-in models train on the last position only
+        name = registry.resolve_model_name(entry["model"])
+        if regime == "all_positions" and not (registry.is_plugin_model(name) or name in ALL_POSITIONS_BUILTINS):
+            regime = "prefix"  # RecBole's other built-in models train on the last position only
         return {"train_regime": regime, **self.overrides, **self.dataset_overrides.get(dataset, {}),
                 **entry["overrides"], **(extra or {})}
+
+    def config_files(self, entry):
+        """The protocol, then the entry's own config files (e.g. a dataset's shared host settings)."""
+        return ([self.protocol] if self.protocol else []) + entry["config_files"]
 
     def cells(self, out_dir, extra=None):
         """Every cell spec (model × dataset × seed), each with its own folder under ``out_dir``."""
@@ -113,7 +123,7 @@ class Suite:
                     specs.append({
                         "label": entry["label"], "model": entry["model"], "role": entry["role"],
                         "dataset": dataset, "seed": seed,
-                        "config_files": [str(Path(self.protocol).resolve())] if self.protocol else [],
+                        "config_files": [str(f) for f in self.config_files(entry)],
                         "overrides": self.cell_overrides(entry, dataset, extra),
                         "dir": str(Path(out_dir).resolve() / "cells" / _slug(dataset) / _slug(entry["label"])
                                    / f"seed-{seed}"),
@@ -133,7 +143,7 @@ class Suite:
             for entry in self.models:
                 try:
                     with clean_argv():
-                        config = Config(entry["model"], dataset, [self.protocol] if self.protocol else None,
+                        config = Config(entry["model"], dataset, self.config_files(entry) or None,
                                         self.cell_overrides(entry, dataset, extra))
                     check_dataset_files(config)
                 except (ConfigError, DatasetNotFoundError) as err:

@@ -84,3 +84,37 @@ def test_time_to_quality_spec_problems_are_listed(tmp_path):
     with pytest.raises(ConfigError) as err:
         quality.load_spec(spec_file)
     assert "missing 'dataset'" in str(err.value) and "runs[0]" in str(err.value) and "unique" in str(err.value)
+
+
+def fake_run(label, group, reference, scores, step_s, test_ndcg):
+    history = [{"epoch": i, "valid_score": s, "elapsed_s": step_s * (i + 1)} for i, s in enumerate(scores)]
+    best = max(range(len(scores)), key=scores.__getitem__)
+    return {"label": label, "group": group, "reference": reference, "model": "m", "train_time_s": step_s * len(scores),
+            "epochs_run": len(scores), "best_epoch": best, "best_valid_score": scores[best], "valid_history": history,
+            "test_result": {"hit@10": 0.5, "ndcg@10": test_ndcg, "mrr@10": 0.1}, "run_dir": label}
+
+
+def test_time_to_quality_seed_groups_are_timed_against_their_own_reference(tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({"dataset": "mini", "runs": [
+        {"label": "P", "model": "SASRec"},
+        {"label": "A", "model": "SASRec", "seeds": [1, 2], "reference": "P", "overrides": {"epochs": 3}}]}))
+    runs = quality.expand_seeds(quality.load_spec(spec_file)["runs"])
+    assert [(r["label"], r["group"], r["overrides"]) for r in runs[1:]] == [
+        ("A (seed 1)", "A", {"epochs": 3, "seed": 1}), ("A (seed 2)", "A", {"epochs": 3, "seed": 2})]
+    rows = quality.summarise([
+        fake_run("P", "P", "P", [0.1, 0.3], 100.0, 0.2),  # reaches 0.3 after 200 s
+        fake_run("A (seed 1)", "A", "P", [0.2, 0.3, 0.25], 10.0, 0.3),  # 0.3 after 20 s
+        fake_run("A (seed 2)", "A", "P", [0.2, 0.28, 0.29], 10.0, 0.1),  # never reaches 0.3
+    ])
+    assert [r["to_reference_s"] for r in rows] == [200.0, 20.0, None]
+    assert rows[1]["to_reference_ratio"] == pytest.approx(0.1)
+    group = quality.summarise_groups(rows)[1]
+    assert group["runs"] == 2 and group["reached_reference"] == "1/2"
+    assert group["test_ndcg@10"][0] == pytest.approx(0.2) and group["test_ndcg@10"][1] == pytest.approx(0.1414, abs=1e-4)
+    table = quality.ttq_table({"dataset": "mini", "rows": rows, "groups": quality.summarise_groups(rows)})
+    assert "| A | 2 | P | 0.2950 ± 0.0071 | 0.2000 ± 0.1414 |" in table
+    spec_file.write_text(yaml.safe_dump({"dataset": "mini", "runs": [
+        {"label": "A", "model": "SASRec", "seeds": [1.5], "reference": "Z"}]}))
+    with pytest.raises(ConfigError, match="reference 'Z' is not a run label.*seeds=\\[1.5\\]"):
+        quality.load_spec(spec_file)
