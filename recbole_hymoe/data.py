@@ -16,6 +16,13 @@ at targets ``n, n-S, n-2S, …`` and each supervises only its last S positions, 
 target is still supervised exactly once but with at least L - S items of context (the first
 targets of a non-overlapping tile see little). ``train_windows: last`` keeps only the latest
 window per user (SASRec's original truncation; targets older than L items are never trained on).
+
+Under the protocol's split (leave-one-out by time per user) the all-positions regime never builds
+RecBole's prefix rows: :meth:`RegimeDataset.data_augmentation` materialises only the rows that
+are used — each user's windows and its validation and test rows — straight from the user's
+interaction sequence, so memory grows with users × L instead of interactions × L (ML-1M, L = 200:
+≈ 25 k rows instead of ≈ 1 M). The rows are the very ones RecBole's augmentation and split would
+give (tested); other splits fall back to RecBole's augmentation and pick the windows from it.
 """
 
 import numpy as np
@@ -97,13 +104,42 @@ def loss_start(lengths, stride):
     return np.maximum(0, np.asarray(lengths) - stride)
 
 
+def leave_one_out_counts(n_rows, leave_out=2):
+    """Rows per user that RecBole's leave-one-out split holds out (its ``_split_index_by_leave_one_out``).
+
+    A user with ``r`` prefix rows keeps ``min(leave_out, r - 1)`` of them for validation/test: with
+    2 rows only a test row, with 1 row none.
+    """
+    return np.clip(np.asarray(n_rows) - 1, 0, leave_out)
+
+
+def user_rows(user_ids):
+    """Start index and length of each user's run of rows in ``user_ids`` (users contiguous)."""
+    user_ids = np.asarray(user_ids)
+    if len(user_ids) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, user_ids[1:] != user_ids[:-1]])
+    return starts, np.diff(np.r_[starts, len(user_ids)])
+
+
+def gather_lists(values, ends, lengths, width):
+    """Right-padded lists ``values[end - length : end]`` of each row, [R, width] (+ value dims)."""
+    offsets = torch.arange(width)
+    index = torch.as_tensor(ends - lengths).unsqueeze(1) + offsets  # [R, width]
+    real = offsets < torch.as_tensor(lengths).unsqueeze(1)  # [R, width]
+    lists = values[index.clamp(0, max(len(values) - 1, 0))]
+    mask = real.view(*real.shape, *([1] * (lists.dim() - 2)))
+    return torch.where(mask, lists, torch.zeros((), dtype=lists.dtype))
+
+
 class RegimeDataset(SequentialDataset):
     """RecBole's ``SequentialDataset`` whose training split follows ``train_regime``.
 
     Registered as ``recbole.data.dataset.<Model>Dataset`` for the package's models, so RecBole's
-    ``create_dataset`` (and ``load_data_and_model``) builds it. ``prefix_train`` (on the dataset and
-    on each of its splits) keeps RecBole's untouched prefix rows of the training split, e.g. for a
-    user-item graph of training interactions only.
+    ``create_dataset`` (and ``load_data_and_model``) builds it. ``train_interactions`` (on the dataset and
+    on each of its splits) is the user and item of every training interaction, in time order per
+    user (numpy arrays ``(users, items)``), e.g. for a user-item graph of training interactions
+    only and for the seen items excluded at evaluation.
 
     Two repairs of the time field:
 
@@ -116,40 +152,82 @@ class RegimeDataset(SequentialDataset):
     """
 
     time_from_file_order = False
+    train_interactions = None
+    _user_rank = None  # user id -> position in RecBole's split order (lean all_positions build only)
 
-    def _load_inter_feat(self, token, dataset_path):
-        super()._load_inter_feat(token, dataset_path)
-        field = self.time_field
-        if field is None:
+    def _windows_only(self):
+        """Whether the training split needs only the all-positions windows and the split is the
+        protocol's leave-one-out, so that RecBole's full prefix augmentation can be skipped."""
+        args = self.config["eval_args"]
+        return (self.config["train_regime"] == "all_positions" and self.config["benchmark_filename"] is None
+                and args["split"] == {"LS": "valid_and_test"} and args["group_by"] == "user" and args["order"] == "TO")
+
+    def data_augmentation(self):
+        """RecBole's prefix rows, or (:meth:`_windows_only`) only the rows the split keeps.
+
+        Per user with n interactions (sorted by time, as RecBole sorts), RecBole's rows have the
+        targets 2 … n and leave-one-out holds out the last (up to) two of them; of the training
+        rows only the windows of :func:`window_rows` are built. Each row carries, for every field,
+        the list of the (up to) L values before its target, as RecBole's augmentation does.
+        """
+        if not self._windows_only():
+            super().data_augmentation()
             return
-        if field not in self.inter_feat.columns:
-            self.inter_feat[field] = np.arange(len(self.inter_feat), dtype=np.float64)
-            self.field2type[field] = FeatureType.FLOAT
-            self.field2source[field] = FeatureSource.INTERACTION
-            self.field2seqlen[field] = 1
-            self.field2bucketnum[field] = 2
-            self.time_from_file_order = True
-            self.logger.warning(
-                f"dataset {token!r} has no {field!r} column: interactions are ordered by their row in the file"
-            )
-        else:
-            self.inter_feat[field] = self.inter_feat[field] - self.inter_feat[field].min()
+        self._aug_presets()
+        self._check_field("uid_field", "time_field")
+        self.sort(by=[self.uid_field, self.time_field], ascending=True)
+        users = self.inter_feat[self.uid_field].numpy()
+        times = self.inter_feat[self.time_field].numpy()  # the values RecBole's split sorts by
+        starts, counts = user_rows(users)
+        train_counts = np.repeat(counts - leave_one_out_counts(counts - 1), counts)  # per interaction
+        position = np.arange(len(users)) - np.repeat(starts, counts)  # within the user's sequence
+        self.train_interactions = (users[position < train_counts],
+                                   self.inter_feat[self.iid_field].numpy()[position < train_counts])
+        train_rows = np.flatnonzero((position >= 1) & (position < train_counts))  # targets of training rows
+        max_len = self.max_item_list_len
+        stride = self.config["train_window_stride"] or max_len
+        windows = train_rows[window_rows(users[train_rows], max_len, self.config["train_windows"], stride)]
+        held_out = np.flatnonzero(position >= np.maximum(train_counts, 1))  # validation and test targets
+        targets = np.sort(np.r_[windows, held_out])  # users stay contiguous, in time order
+        lengths = np.minimum(position[targets], max_len)
+        new_data = self.inter_feat[targets]
+        new_dict = {self.item_list_length_field: torch.from_numpy(lengths.astype(np.int64))}
+        for field in self.inter_feat:
+            if field != self.uid_field:
+                new_dict[getattr(self, f"{field}_list_field")] = gather_lists(
+                    self.inter_feat[field], targets, lengths, max_len)
+        new_data.update(Interaction(new_dict))
+        self.inter_feat = new_data
+        # RecBole's split lists users in the order their first prefix row comes after its stable
+        # sort by time (the user's second interaction; ties by user id): keep that row order.
+        has_rows = counts >= 2
+        first_targets = times[starts[has_rows] + 1]
+        ranked = users[starts[has_rows]][np.lexsort((users[starts[has_rows]], first_targets))]
+        self._user_rank = np.zeros(self.user_num, dtype=np.int64)
+        self._user_rank[ranked] = np.arange(len(ranked))
 
     def build(self):
         train, valid, test = super().build()
-        self.prefix_train = train
+        if self.train_interactions is None:  # built from RecBole's prefix rows
+            self.train_interactions = prefix_interactions(train)
+        else:  # only the kept rows were built: restore the row order of RecBole's split
+            for split in (train, valid, test):
+                order = np.argsort(self._user_rank[split.inter_feat[self.uid_field].numpy()], kind="stable")
+                split.inter_feat = split.inter_feat[order]
         for split in (train, valid, test):  # a model gets one split; each can reach the training data
-            split.prefix_train = train
+            split.train_interactions = self.train_interactions
         if self.config["train_regime"] == "all_positions":
             stride = self.config["train_window_stride"] or self.max_item_list_len
             windows = self.config["train_windows"]
-            rows = window_rows(train.inter_feat[self.uid_field].numpy(), self.max_item_list_len, windows, stride)
-            feat = train.inter_feat[rows]
+            feat = train.inter_feat
+            if not self._windows_only():  # RecBole's prefix rows: pick the windows among them
+                feat = feat[window_rows(feat[self.uid_field].numpy(), self.max_item_list_len, windows, stride)]
             if windows == "tiled" and stride < self.max_item_list_len:
                 starts = loss_start(feat[self.item_list_length_field].numpy(), stride)
                 feat.update(Interaction({LOSS_START_FIELD: torch.from_numpy(starts)}))
                 self.set_field_property(LOSS_START_FIELD, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
             train = train.copy(feat)
+            train.train_interactions = self.train_interactions
         return [train, valid, test]
 
 
@@ -190,19 +268,18 @@ def csr_rows(ptr, values, rows):
     return np.repeat(np.arange(len(rows)), counts), values[offsets + np.arange(counts.sum())]
 
 
-def eval_history(eval_dataset, train_prefix):
+def eval_history(eval_dataset, train_interactions):
     """Items each evaluation row's user interacted with before its target, the target excluded.
 
     RecBole's full-sort evaluation ranks a general model's already-seen items last but, for
     sequential models, ranks them like any other item; the protocol excludes them for every
     model. A row's history is its own item list (the latest ``L`` items, validation item
-    included for a test row) plus all of its user's training items: every target of the user's
-    training prefix rows and the first item of their lists (the user's first item is never a
-    target). As RecBole's general loader does, an item equal to the row's target stays ranked.
+    included for a test row) plus all of its user's training items. As RecBole's general loader
+    does, an item equal to the row's target stays ranked.
 
     Args:
         eval_dataset: validation or test split (RecBole ``SequentialDataset``).
-        train_prefix: the training split as RecBole's prefix rows.
+        train_interactions (tuple[ndarray, ndarray]): user and item of every training interaction.
 
     Returns:
         tuple[ndarray, ndarray]: CSR over the rows of ``eval_dataset``: ``ptr`` [R + 1] and
@@ -210,9 +287,7 @@ def eval_history(eval_dataset, train_prefix):
     """
     uid, iid, list_field = eval_dataset.uid_field, eval_dataset.iid_field, eval_dataset.item_id_list_field
     n_items = eval_dataset.item_num
-    train = train_prefix.inter_feat
-    train_users = np.concatenate([train[uid].numpy()] * 2)
-    train_items = np.concatenate([train[iid].numpy(), train[list_field][:, 0].numpy()])
+    train_users, train_items = (np.asarray(a, dtype=np.int64) for a in train_interactions)
     user_keys = np.unique(train_users * n_items + train_items)  # unique (user, item), by user
     user_of_key, item_of_key = np.divmod(user_keys, n_items)
     user_ptr = np.r_[0, np.cumsum(np.bincount(user_of_key, minlength=eval_dataset.user_num))]
@@ -249,6 +324,17 @@ class HistoryMaskedEvalDataLoader(FullSortEvalDataLoader):
         return interaction, (torch.from_numpy(history_u), torch.from_numpy(history_i)), positive_u, positive_i
 
 
+def prefix_interactions(train):
+    """User and item of every training interaction, from RecBole's training prefix rows: every
+    row's target plus each user's first item (the list of its one-item row; never a target), as
+    RecBole's ``SequentialDataset.inter_matrix`` counts them."""
+    inter = train.inter_feat
+    users = inter[train.uid_field].numpy()
+    first = (inter[train.item_list_length_field] == 1).numpy()
+    return (np.r_[users, users[first]],
+            np.r_[inter[train.iid_field].numpy(), inter[train.item_id_list_field][first, 0].numpy()])
+
+
 def exclude_history(config, train_data, valid_data, test_data):
     """Validation and test loaders that rank each user's seen items last (``eval_exclude_history``).
 
@@ -259,10 +345,12 @@ def exclude_history(config, train_data, valid_data, test_data):
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL or not config["eval_exclude_history"]:
         return valid_data, test_data
     train = train_data._dataset
-    prefix = getattr(train, "prefix_train", train)  # all_positions: RecBole's prefix rows kept aside
+    interactions = train.train_interactions
+    if interactions is None:  # RecBole's SequentialDataset (another model's data): its prefix rows
+        interactions = prefix_interactions(train)
     return tuple(
         HistoryMaskedEvalDataLoader(config, data._dataset, data._sampler,
-                                    eval_history(data._dataset, prefix), shuffle=False)
+                                    eval_history(data._dataset, interactions), shuffle=False)
         for data in (valid_data, test_data)
     )
 

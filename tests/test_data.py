@@ -37,7 +37,7 @@ def regimes(mini_data_path):
 
 
 def user_sequences(dataset):
-    """Full time-ordered item sequence of every user, from the raw interactions."""
+    """Time-ordered items of every user but its first: the targets of a prefix-regime dataset's rows."""
     inter = dataset.inter_feat
     sequences = {}
     for uid, iid in zip(inter[dataset.uid_field].tolist(), inter[dataset.iid_field].tolist()):
@@ -76,9 +76,9 @@ def test_last_windows_keep_one_window_per_user(regimes):
 
 
 def test_no_validation_or_test_item_leaks_into_training_windows(regimes):
-    _, tiled, _ = regimes
+    prefix, tiled, _ = regimes
     config, dataset, train_data, valid_data, test_data = tiled
-    sequences = user_sequences(dataset)
+    sequences = user_sequences(prefix[1])
     for uid, targets in window_targets(train_data._dataset):
         full = sequences[uid]
         assert len(full) >= 3
@@ -226,7 +226,7 @@ def test_eval_history_holds_every_earlier_item_of_the_user_but_the_target(regime
             assert set(earlier) - {target} <= set(history)  # L = 10 truncates most item lists
             assert len(history) <= len(earlier) + 1  # + the user's first item
     for _, _, train_ap, valid_ap, test_ap in (tiled, last):  # windows do not change the history
-        assert csr_rows(eval_history(valid_ap._dataset, train_ap._dataset.prefix_train)) == csr_rows(
+        assert csr_rows(eval_history(valid_ap._dataset, train_ap._dataset.train_interactions)) == csr_rows(
             (valid_data.history_ptr, valid_data.history_items))
 
 
@@ -254,3 +254,25 @@ def test_evaluation_ranks_seen_items_last_for_builtin_and_plugin_models(mini_dat
         assert next(iter(plain_valid))[1] is None  # RecBole's own sequential evaluation
     with pytest.raises(ConfigError, match="eval_exclude_history='yes' must be True or False"):
         build_data("SASRec", {**base, "eval_exclude_history": "yes"})
+
+
+@pytest.mark.parametrize("windows", [{"train_windows": "tiled"}, {"train_windows": "last"},
+                                     {"train_windows": "tiled", "train_window_stride": 4}])
+def test_lean_window_build_equals_recbole_augmentation_then_selection(mini_data_path, monkeypatch, windows):
+    # The all_positions build materialises only the kept rows; RecBole's full prefix augmentation
+    # followed by the window selection must give the very same rows, in the same order.
+    from recbole_hymoe.data import RegimeDataset
+
+    overrides = {"data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_regime": "all_positions",
+                 "state": "ERROR", **windows}
+    config = Config("HyMoERec", "mini", config_dict=overrides)
+    lean = RegimeDataset(config).build()
+    monkeypatch.setattr(RegimeDataset, "_windows_only", lambda self: False)
+    full = RegimeDataset(config).build()
+    for split_lean, split_full in zip(lean, full):
+        assert set(split_lean.inter_feat.columns) == set(split_full.inter_feat.columns)
+        for column in split_full.inter_feat.columns:
+            assert torch.equal(split_lean.inter_feat[column], split_full.inter_feat[column]), column
+    pairs = [sorted(zip(*(np.asarray(a).tolist() for a in split[0].train_interactions))) for split in (lean, full)]
+    interactions = len((mini_data_path / "mini" / "mini.inter").read_text().splitlines()) - 1
+    assert pairs[0] == pairs[1] and len(pairs[0]) == interactions - 2 * 120  # all but valid and test

@@ -65,9 +65,15 @@ def evaluate_per_user(trainer, test_data):
     return dict(result), per_user
 
 
-def popularity_tiers(train_dataset, n_items):
-    """Tier index (0 = head … 2 = tail) of every item id by training frequency, [n_items]."""
-    counts = np.bincount(train_dataset.inter_feat[train_dataset.iid_field].numpy(), minlength=n_items)
+def popularity_tiers(dataset, n_items):
+    """Tier index (0 = head … 2 = tail) of every item id by training frequency, [n_items].
+
+    Sequential datasets of the package count their training interactions; others (a general
+    model's data) count every interaction of ``dataset``.
+    """
+    source = getattr(dataset, "train_interactions", None)
+    items = np.asarray(source[1]) if source is not None else dataset.inter_feat[dataset.iid_field].numpy()
+    counts = np.bincount(items, minlength=n_items)
     order = np.argsort(-counts[1:], kind="stable") + 1  # item 0 is padding
     tiers = np.full(n_items, -1, dtype=np.int64)
     start = 0

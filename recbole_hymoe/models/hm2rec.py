@@ -37,23 +37,21 @@ GRAPH_INIT_SCALE = 0.1
 def training_graph(dataset, norm, dtype):
     """Build the bipartite graph of the training interactions of ``dataset``'s split.
 
-    ``prefix_train.inter_matrix()`` of RecBole's ``SequentialDataset`` holds the target of every
-    training prefix row plus each user's first item: exactly the training interactions, none of
-    the leave-one-out validation or test targets.
+    ``train_interactions`` of :class:`~recbole_hymoe.data.RegimeDataset` (and of each of its
+    splits) holds the user and item of every training interaction: none of the leave-one-out
+    validation or test targets.
 
     Raises:
-        ValueError: ``dataset`` does not carry ``prefix_train`` (not built by :class:`RegimeDataset`).
+        ValueError: ``dataset`` does not carry ``train_interactions`` (not built by :class:`RegimeDataset`).
     """
-    source = getattr(dataset, "prefix_train", None)
+    source = getattr(dataset, "train_interactions", None)
     if source is None:
         raise ValueError(
-            "HM2Rec builds its graph from the training split: the dataset must carry `prefix_train` "
+            "HM2Rec builds its graph from the training split: the dataset must carry `train_interactions` "
             "(build it with recbole_hymoe's pipeline, which uses recbole_hymoe.data.RegimeDataset)"
         )
-    matrix = source.inter_matrix(form="coo")
-    users = torch.from_numpy(matrix.row.astype(np.int64))
-    items = torch.from_numpy(matrix.col.astype(np.int64))
-    return BipartiteGraph(users, items, source.user_num, source.item_num, norm, dtype)
+    users, items = (torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in source)
+    return BipartiteGraph(users, items, dataset.user_num, dataset.item_num, norm, dtype)
 
 
 def build_encoder(hp):

@@ -2,6 +2,7 @@
 
 import copy
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,11 +42,11 @@ def test_graph_holds_exactly_the_training_interactions(request, overrides, regim
         targets = split._dataset.inter_feat
         assert len(targets) == 120
         assert not graph.is_edge(targets[uid], targets[iid]).any()
-    training = dataset.prefix_train.inter_feat
-    assert graph.is_edge(training[uid], training[iid]).all()
-    # every interaction but the two held out per user: prefix rows + each user's first item - 2
-    users = int(dataset.inter_feat[uid].unique().numel())
-    assert graph.num_edges == len(dataset.inter_feat) + users - 2 * users
+    users, items = (torch.from_numpy(a) for a in dataset.train_interactions)
+    assert graph.is_edge(users, items).all()
+    # every interaction but the two held out per user (mini's users repeat no item)
+    interactions = len((Path(overrides["data_path"]) / "mini" / "mini.inter").read_text().splitlines()) - 1
+    assert graph.num_edges == len(users) == interactions - 2 * 120
     # whichever split the model is handed, the graph is the training graph
     for split in (valid, test):
         assert torch.equal(make(HM2Rec, overrides, split._dataset, train_regime=regime).graph.edge_keys,
@@ -62,8 +63,8 @@ def test_both_regimes_build_the_same_graph(overrides, data, data_all_positions):
 
 def test_a_dataset_without_the_training_split_is_refused(overrides, data):
     bare = copy.copy(data[2]._dataset)
-    del bare.prefix_train
-    with pytest.raises(ValueError, match="prefix_train"):
+    bare.train_interactions = None
+    with pytest.raises(ValueError, match="train_interactions"):
         make(HM2Rec, overrides, bare)
 
 
