@@ -4,6 +4,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_trainer, set_color
 
 from recbole_hymoe import registry
+from recbole_hymoe.allocator import release_free_memory
 from recbole_hymoe.baselines import all_positions_loss
 
 COLLAPSE_SHARE = 0.8
@@ -21,7 +22,9 @@ class MoETrainer(Trainer):
 
     It also trains RecBole's built-in SASRec, GRU4Rec, NARM and BERT4Rec in the ``all_positions``
     regime: their batch loss is then :func:`recbole_hymoe.baselines.all_positions_loss` instead of
-    the model's own ``calculate_loss`` (``batch_loss``); everything else is RecBole's loop.
+    the model's own ``calculate_loss`` (``batch_loss``); everything else is RecBole's loop. After
+    each training epoch the C heap's free memory goes back to the OS
+    (:func:`~recbole_hymoe.allocator.release_free_memory`).
     """
 
     def __init__(self, config, model):
@@ -35,6 +38,7 @@ class MoETrainer(Trainer):
         if has_moe:
             self.model.reset_moe_usage()
         losses = super()._train_epoch(train_data, epoch_idx, loss_func or self.batch_loss, show_progress)
+        release_free_memory()  # keeps resident memory flat over epochs (recbole_hymoe.allocator)
         if has_moe:
             self._log_moe_telemetry(epoch_idx, self.model.moe_telemetry())
         return losses
