@@ -11,3 +11,10 @@ class UnknownModelError(ConfigError):
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset's atomic files are not on disk (nothing is downloaded without consent)."""
+
+
+def listing(title, problems):
+    """Join ``problems`` under ``title``: one line for one problem, an indented list for more."""
+    if len(problems) == 1:
+        return f"{title}: {problems[0]}"
+    return f"{title} ({len(problems)} problems):\n  " + "\n  ".join(problems)
