@@ -258,13 +258,6 @@ def exclude_history(config, train_data, valid_data, test_data):
     )
 
 
-def check_eval_exclude_history(config):
-    """Raise :class:`ConfigError` unless ``eval_exclude_history`` is a boolean."""
-    value = config["eval_exclude_history"]
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not isinstance(value, bool):
-        raise ConfigError(f"eval_exclude_history={value!r} must be True or False")
-
-
 def prepare_data(config):
     """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
     in the all-positions regime when ``train_length_bucketing`` is on, evaluation that excludes
@@ -274,7 +267,6 @@ def prepare_data(config):
     Returns:
         tuple: dataset, train, valid and test loaders.
     """
-    check_eval_exclude_history(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
         dataset = RegimeDataset(config)  # a built-in model on data without time: order by rows
     else:
