@@ -21,6 +21,7 @@ Differences from ``recbole.config.Config`` (everything else is RecBole's):
   regime, the plugin model's hyperparameters, and keys nobody reads (an error when they look like
   a misspelling of a known key);
 - ``use_gpu: False`` trains on the CPU (RecBole 1.2.1 picks the device from ``gpu_id`` alone);
+- atomic files that start with a UTF-8 byte-order mark are read as ``utf-8-sig``.
 """
 
 import ast
@@ -44,6 +45,7 @@ from recbole.utils.argument_list import (
 )
 
 from recbole_hymoe import registry
+from recbole_hymoe.atomic import atomic_paths, bom_encoding, header_fields
 from recbole_hymoe.data import check_regime
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError, listing
 from recbole_hymoe.recbole_keys import recbole_problems
@@ -165,6 +167,8 @@ class Config(RecBoleConfig):
         if loss_type == "SSM" and "MODEL_INPUT_TYPE" not in final:
             final["MODEL_INPUT_TYPE"] = InputType.POINTWISE  # RecBole knows only CE and BPR
         self._default_load_col()
+        if bom_encoding(self):
+            final["encoding"] = "utf-8-sig"
 
     def _default_load_col(self):
         """Load the id, rating and time columns the file has, unless ``load_col`` is set explicitly.
@@ -174,7 +178,8 @@ class Config(RecBoleConfig):
         """
         if "load_col" in self.external_config_dict:
             return
-        header = _inter_header(self.final_config_dict)
+        inter = [path for path, source in atomic_paths(self) if source == "inter"]
+        header = header_fields(inter[0], self) if inter else None
         if header is None:
             return
         wanted = [self.final_config_dict.get(k) for k in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")]
@@ -246,20 +251,6 @@ class Config(RecBoleConfig):
         if unread:
             getLogger().warning(f"config keys not read by RecBole or {self.model}: {', '.join(unread)}")
         return problems, model_keys
-
-
-def _inter_header(config):
-    """Return the field names in the header of the dataset's (first) ``.inter`` file, or None."""
-    folder = Path(config["data_path"])
-    name = config["dataset"]
-    suffixes = config.get("benchmark_filename") or [None]
-    path = folder / (f"{name}.{suffixes[0]}.inter" if suffixes[0] else f"{name}.inter")
-    if not path.is_file():
-        return None
-    with open(path, encoding=config.get("encoding") or "utf-8") as f:
-        line = f.readline().rstrip("\r\n")
-    separator = config.get("field_separator") or "\t"
-    return {column.split(":")[0] for column in line.split(separator)}
 
 
 def check_dataset_files(config):

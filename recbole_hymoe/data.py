@@ -26,6 +26,7 @@ from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
+from recbole_hymoe.atomic import read_dataset
 from recbole_hymoe.errors import ConfigError
 
 TRAIN_REGIMES = ("prefix", "all_positions")
@@ -262,15 +263,19 @@ def prepare_data(config):
     """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
     in the all-positions regime when ``train_length_bucketing`` is on, evaluation that excludes
     each user's seen items (:func:`exclude_history`), and, for RecBole's own sequential models on
-    data without a time column, :class:`RegimeDataset`'s row order.
+    data without a time column, :class:`RegimeDataset`'s row order. The atomic files are
+    checked as they are read (:func:`recbole_hymoe.atomic.read_dataset`).
 
     Returns:
         tuple: dataset, train, valid and test loaders.
+
+    Raises:
+        AtomicFileError: an atomic file RecBole cannot read, or data with nothing to train on.
     """
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
-        dataset = RegimeDataset(config)  # a built-in model on data without time: order by rows
+        dataset = read_dataset(config, RegimeDataset)  # a built-in model on data without time: order by rows
     else:
-        dataset = create_dataset(config)
+        dataset = read_dataset(config, create_dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if config["train_regime"] == "all_positions" and config["train_length_bucketing"]:
         train_data = LengthBucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)
