@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from recbole_hymoe.config import parse_value
-from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+from recbole_hymoe.errors import BAD_INPUT, ConfigError
 from recbole_hymoe.quick_start import results_table, run
 
 
@@ -92,7 +92,7 @@ def run_recbole_main(argv=None):
             port=args.port,
             group_offset=args.group_offset,
         )
-    except (ConfigError, DatasetNotFoundError) as err:
+    except BAD_INPUT as err:
         print(f"run_recbole: error: {err}", file=sys.stderr)
         return 2
     if result is not None:
@@ -131,7 +131,7 @@ def run_speed_main(argv=None):
             args.dataset, args.config_files.split() if args.config_files else None, overrides,
             variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out, threads=args.threads,
         )
-    except (ConfigError, DatasetNotFoundError) as err:
+    except BAD_INPUT as err:
         print(f"run_speed: error: {err}", file=sys.stderr)
         return 2
     print(speed_table(report))
@@ -162,7 +162,7 @@ def run_time_to_quality_main(argv=None):
         overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
         labels = [label.strip() for label in args.runs.split("|")] if args.runs else None
         report = run_time_to_quality(args.spec, args.out, overrides, labels)
-    except (ConfigError, DatasetNotFoundError) as err:
+    except BAD_INPUT as err:
         print(f"run_time_to_quality: error: {err}", file=sys.stderr)
         return 2
     print(ttq_table(report))
@@ -244,7 +244,7 @@ def run_tune_main(argv=None):
             max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
             num_cpus=args.num_cpus, resume=args.resume,
         )
-    except (ConfigError, DatasetNotFoundError) as err:
+    except BAD_INPUT as err:
         print(f"run_tune: error: {err}", file=sys.stderr)
         return 2
     print((Path(out) / "results.md").read_text(encoding="utf-8"))
@@ -296,7 +296,7 @@ def run_bench_main(argv=None):
             summary = run_suite(args.suite, args.out, args.executor, args.cpus_per_cell, args.address,
                                 args.num_cpus, overrides, datasets)
             out = Path(args.out or Path("results") / "bench" / Suite.from_file(args.suite).name)
-    except (ConfigError, DatasetNotFoundError) as err:
+    except BAD_INPUT as err:
         print(f"run_bench: error: {err}", file=sys.stderr)
         return 2
     print((out / "results.md").read_text(encoding="utf-8"))

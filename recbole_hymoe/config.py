@@ -16,8 +16,12 @@ Differences from ``recbole.config.Config`` (everything else is RecBole's):
   uniform negative), where RecBole 1.2.1 raises for CE with its own default;
 - ``CUDA_VISIBLE_DEVICES`` set by the environment (e.g. by Ray for a GPU trial) is kept
   unless ``gpu_id`` is given explicitly (RecBole overwrites it, F12);
-- plugin models check their hyperparameters here, and keys nobody reads are reported (an
-  error when they look like a misspelling of a known key), all before any data is loaded.
+- every key is checked before RecBole's own checks and before any data is loaded, and all
+  problems are raised at once: RecBole's keys (:mod:`recbole_hymoe.recbole_keys`), the training
+  regime, the plugin model's hyperparameters, and keys nobody reads (an error when they look like
+  a misspelling of a known key);
+- ``use_gpu: False`` trains on the CPU (RecBole 1.2.1 picks the device from ``gpu_id`` alone);
+- atomic files that start with a UTF-8 byte-order mark are read as ``utf-8-sig``.
 """
 
 import ast
@@ -29,6 +33,7 @@ from logging import getLogger
 from pathlib import Path
 
 import recbole
+import torch
 import yaml
 from recbole.config.configurator import Config as RecBoleConfig
 from recbole.utils import InputType, ModelType
@@ -40,8 +45,10 @@ from recbole.utils.argument_list import (
 )
 
 from recbole_hymoe import registry
+from recbole_hymoe.atomic import atomic_paths, bom_encoding, header_fields
 from recbole_hymoe.data import check_regime
-from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+from recbole_hymoe.errors import ConfigError, DatasetNotFoundError, listing
+from recbole_hymoe.recbole_keys import recbole_problems
 
 PROTOCOL_YAML = registry.YAML_DIR / "protocol" / "loo-full.yaml"
 OVERALL_YAML = registry.YAML_DIR / "overall.yaml"
@@ -109,7 +116,7 @@ class Config(RecBoleConfig):
 
     Raises:
         UnknownModelError: the model name is unknown.
-        ConfigError: a hyperparameter is invalid or a key looks misspelt.
+        ConfigError: values are invalid or keys look misspelt (all of them listed).
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
@@ -119,14 +126,8 @@ class Config(RecBoleConfig):
             raise ConfigError(f"config file(s) not found: {', '.join(missing)}")
         if isinstance(model, str):
             model = registry.resolve_model_name(model)
-        super().__init__(model, dataset, config_file_list, config_dict)
+        super().__init__(model, dataset, config_file_list, config_dict)  # checks in _set_default_parameters
         self.final_config_dict["config_files"] = list(config_file_list or [])
-        self._check_keys()
-        plugin = registry.is_plugin_model(self.model)
-        if self.model_class.type == ModelType.SEQUENTIAL:
-            check_regime(self, plugin)
-        if plugin:
-            self.model_class.check_config(self)
 
     # ------------------------------------------------------------------ RecBole hooks
     def _load_cmd_line(self):
@@ -163,10 +164,13 @@ class Config(RecBoleConfig):
             final["train_batch_size"] = ALL_POSITIONS_BATCH_SIZE
         if final.get("train_regime") == "all_positions" and "transform" not in self.external_config_dict:
             final["transform"] = None  # BERT4Rec's masking happens in the loss (recbole_hymoe.baselines)
+        self._check()  # RecBole's own checks below raise on the first problem, some with a traceback
         super()._set_default_parameters()
         if loss_type == "SSM" and "MODEL_INPUT_TYPE" not in final:
             final["MODEL_INPUT_TYPE"] = InputType.POINTWISE  # RecBole knows only CE and BPR
         self._default_load_col()
+        if bom_encoding(self):
+            final["encoding"] = "utf-8-sig"
 
     def _default_load_col(self):
         """Load the id, rating and time columns the file has, unless ``load_col`` is set explicitly.
@@ -176,7 +180,8 @@ class Config(RecBoleConfig):
         """
         if "load_col" in self.external_config_dict:
             return
-        header = _inter_header(self.final_config_dict)
+        inter = [path for path, source in atomic_paths(self) if source == "inter"]
+        header = header_fields(inter[0], self) if inter else None
         if header is None:
             return
         wanted = [self.final_config_dict.get(k) for k in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")]
@@ -193,12 +198,45 @@ class Config(RecBoleConfig):
         if visible is not None and "gpu_id" not in self.external_config_dict:
             self.final_config_dict["gpu_id"] = visible
         super()._init_device()
+        if self.final_config_dict["use_gpu"] is False and self.final_config_dict["single_spec"]:
+            self.final_config_dict["device"] = torch.device("cpu")
 
     # ------------------------------------------------------------------ checks
-    def _check_keys(self):
+    def _check(self):
+        """Check every key, before RecBole's own checks and before any data is read.
+
+        Raises:
+            ConfigError: listing every problem: misspelt keys, RecBole's keys, the training
+                regime, the plugin model's hyperparameters.
+        """
+        final = self.final_config_dict
+        final["model"], final["dataset"] = self.model, self.dataset  # RecBole sets them after its checks
         user_keys = set(self.file_config_dict) | set(self.variable_config_dict) | set(self.cmd_config_dict)
-        known = recbole_known_keys() | set(self.internal_config_dict)
         plugin = registry.is_plugin_model(self.model)
+        sequential = self.model_class.type == ModelType.SEQUENTIAL
+        problems, model_keys = self._key_problems(user_keys, plugin)
+        problems += recbole_problems(final, sequential, user_keys)
+        if sequential:
+            try:
+                check_regime(self, plugin)
+            except ConfigError as err:
+                problems.append(str(err))
+            except TypeError:
+                pass  # a MAX_ITEM_LIST_LENGTH that is not a number, reported above
+        if plugin:
+            problems += self.model_class.read_config(self)[1]
+        if problems:
+            unknown = any(f"is not a key of {self.model}" in p for p in problems)
+            allowed = f"\n  keys of {self.model}: {', '.join(sorted(model_keys))}" if unknown else ""
+            raise ConfigError(listing(f"invalid configuration of {self.model}", problems) + allowed)
+
+    def _key_problems(self, user_keys, plugin):
+        """Misspelt or foreign keys among ``user_keys``; keys nobody reads are only logged.
+
+        Returns:
+            tuple[list[str], set[str]]: the problems, and the keys the plugin model reads.
+        """
+        known = recbole_known_keys() | set(self.internal_config_dict)
         model_keys = {p.key for p in self.model_class.PARAMS} if plugin else set()
         problems, unread = [], []
         for key in sorted(user_keys):
@@ -212,25 +250,9 @@ class Config(RecBoleConfig):
                 problems.append(f"unknown key {key!r}; did you mean {close[0]!r}?")
             else:
                 unread.append(key)
-        if problems:
-            allowed = f"\n  keys of {self.model}: {', '.join(sorted(model_keys))}" if model_keys else ""
-            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems) + allowed)
         if unread:
             getLogger().warning(f"config keys not read by RecBole or {self.model}: {', '.join(unread)}")
-
-
-def _inter_header(config):
-    """Return the field names in the header of the dataset's (first) ``.inter`` file, or None."""
-    folder = Path(config["data_path"])
-    name = config["dataset"]
-    suffixes = config.get("benchmark_filename") or [None]
-    path = folder / (f"{name}.{suffixes[0]}.inter" if suffixes[0] else f"{name}.inter")
-    if not path.is_file():
-        return None
-    with open(path, encoding=config.get("encoding") or "utf-8") as f:
-        line = f.readline().rstrip("\r\n")
-    separator = config.get("field_separator") or "\t"
-    return {column.split(":")[0] for column in line.split(separator)}
+        return problems, model_keys
 
 
 def check_dataset_files(config):

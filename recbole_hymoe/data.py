@@ -33,6 +33,7 @@ from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
+from recbole_hymoe.atomic import read_dataset
 from recbole_hymoe.errors import ConfigError
 
 TRAIN_REGIMES = ("prefix", "all_positions")
@@ -154,6 +155,24 @@ class RegimeDataset(SequentialDataset):
     time_from_file_order = False
     train_interactions = None
     _user_rank = None  # user id -> position in RecBole's split order (lean all_positions build only)
+
+    def _load_inter_feat(self, token, dataset_path):
+        super()._load_inter_feat(token, dataset_path)
+        field = self.time_field
+        if field is None:
+            return
+        if field not in self.inter_feat.columns:
+            self.inter_feat[field] = np.arange(len(self.inter_feat), dtype=np.float64)
+            self.field2type[field] = FeatureType.FLOAT
+            self.field2source[field] = FeatureSource.INTERACTION
+            self.field2seqlen[field] = 1
+            self.field2bucketnum[field] = 2
+            self.time_from_file_order = True
+            self.logger.warning(
+                f"dataset {token!r} has no {field!r} column: interactions are ordered by their row in the file"
+            )
+        else:
+            self.inter_feat[field] = self.inter_feat[field] - self.inter_feat[field].min()
 
     def _windows_only(self):
         """Whether the training split needs only the all-positions windows and the split is the
@@ -355,28 +374,24 @@ def exclude_history(config, train_data, valid_data, test_data):
     )
 
 
-def check_eval_exclude_history(config):
-    """Raise :class:`ConfigError` unless ``eval_exclude_history`` is a boolean."""
-    value = config["eval_exclude_history"]
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and not isinstance(value, bool):
-        raise ConfigError(f"eval_exclude_history={value!r} must be True or False")
-
-
 def prepare_data(config):
     """RecBole's ``create_dataset`` + ``data_preparation``, with length-bucketed training batches
     in the all-positions regime when ``train_length_bucketing`` is on, evaluation that excludes
     each user's seen items (:func:`exclude_history`), and, for RecBole's own sequential models on
     data without a time column, :class:`RegimeDataset`'s row order (the models of
-    ``ALL_POSITIONS_BUILTINS`` always read it, see ``recbole_hymoe/__init__.py``).
+    ``ALL_POSITIONS_BUILTINS`` always read it, see ``recbole_hymoe/__init__.py``). The atomic files
+    are checked as they are read (:func:`recbole_hymoe.atomic.read_dataset`).
 
     Returns:
         tuple: dataset, train, valid and test loaders.
+
+    Raises:
+        AtomicFileError: an atomic file RecBole cannot read, or data with nothing to train on.
     """
-    check_eval_exclude_history(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
-        dataset = RegimeDataset(config)  # any built-in sequential model on data without time: order by rows
+        dataset = read_dataset(config, RegimeDataset)  # any built-in sequential model on data without time: order by rows
     else:
-        dataset = create_dataset(config)
+        dataset = read_dataset(config, create_dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     if config["train_regime"] == "all_positions" and config["train_length_bucketing"]:
         train_data = LengthBucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)

@@ -22,6 +22,7 @@ import torch
 import yaml
 from recbole.utils import get_model, init_logger, init_seed
 
+from recbole_hymoe.atomic import check_split
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
@@ -101,6 +102,7 @@ def build_pipeline(config):
     logger = getLogger()
     logger.info(config)
     dataset, train_data, valid_data, test_data = prepare_data(config)
+    check_split(config, dataset, valid_data, test_data)
     logger.info(dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -120,6 +122,7 @@ def train_and_evaluate(config, saved=True):
     settings = reusable_config(config)
     state = load_training_state(run_dir, settings) if saved else None  # refused before any data is loaded
     _, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves no folder behind
     logger = getLogger()
     n_params = sum(p.numel() for p in model.parameters())
     previous, offset, resumed_at, finished = [], 0.0, [], False
@@ -250,14 +253,16 @@ def record_validation(trainer):
 
 
 def _prepare_run_dir(config):
-    """Create this run's folder and make it the checkpoint directory (no name collisions)."""
+    """Choose this run's folder (no name collisions) and make it the checkpoint directory.
+
+    The folder is created once the data is loaded and the model built.
+    """
     if config["run_dir"]:
         run_dir = Path(config["run_dir"])
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         run_dir = Path(config["checkpoint_dir"]) / f"{config['model']}-{config['dataset']}-{stamp}"
     run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
     config["checkpoint_dir"] = str(run_dir)
     config["run_dir"] = str(run_dir)
     return run_dir

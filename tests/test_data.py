@@ -6,7 +6,7 @@ import torch
 from conftest import build_data, first_batch
 
 from recbole_hymoe import Config, HyMoERec
-from recbole_hymoe.data import window_rows
+from recbole_hymoe.data import RegimeDataset, window_rows
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.nn.losses import next_item_targets
 
@@ -276,3 +276,15 @@ def test_lean_window_build_equals_recbole_augmentation_then_selection(mini_data_
     pairs = [sorted(zip(*(np.asarray(a).tolist() for a in split[0].train_interactions))) for split in (lean, full)]
     interactions = len((mini_data_path / "mini" / "mini.inter").read_text().splitlines()) - 1
     assert pairs[0] == pairs[1] and len(pairs[0]) == interactions - 2 * 120  # all but valid and test
+
+
+def test_timestamps_start_at_zero_so_float32_keeps_their_order(mini_data_path):
+    # At today's Unix times float32 resolves 128 s; RecBole sorts float32 timestamps, so without the
+    # shift same-interval interactions would keep file order instead of time order.
+    for model, regime in (("HyMoERec", "all_positions"), ("SASRec", "prefix")):
+        config, dataset, train_data, _, test_data = build_data(model, {
+            "data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_regime": regime, "state": "ERROR"})
+        assert isinstance(dataset, RegimeDataset)
+        times = test_data._dataset.inter_feat["timestamp"]
+        raw = [int(line.split("\t")[3]) for line in (mini_data_path / "mini" / "mini.inter").read_text().splitlines()[1:]]
+        assert 0 <= times.min().item() and times.max().item() <= max(raw) - min(raw)  # not ≈ 8.9e8

@@ -17,8 +17,8 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_hymoe.data import LOSS_START_FIELD
-from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.models.params import Param, choice, integer, number, read_params
+from recbole_hymoe.errors import ConfigError, listing
+from recbole_hymoe.models.params import Param, choice, integer, number, param_problems
 from recbole_hymoe.nn.losses import next_item_loss, next_item_targets
 from recbole_hymoe.nn.moe import Experts, SparseMoE
 from recbole_hymoe.registry import YAML_DIR
@@ -74,6 +74,15 @@ class MoESequentialRecommender(SequentialRecommender):
         return YAML_DIR / "model" / f"{cls.__name__}.yaml"
 
     @classmethod
+    def read_config(cls, config):
+        """Read every hyperparameter the model uses; return the checked values and the problems.
+
+        Cross-key problems (:meth:`check_values`) are looked for only when every key is valid.
+        """
+        values, problems = param_problems(config, cls.PARAMS, cls.yaml_file())
+        return values, problems or cls.check_values(values)
+
+    @classmethod
     def check_config(cls, config):
         """Read and check every hyperparameter the model uses (called before data is loaded).
 
@@ -83,10 +92,9 @@ class MoESequentialRecommender(SequentialRecommender):
         Raises:
             ConfigError: naming each bad key, its value and what is allowed.
         """
-        values = read_params(config, cls.PARAMS, cls.__name__, cls.yaml_file())
-        problems = cls.check_values(values)
+        values, problems = cls.read_config(config)
         if problems:
-            raise ConfigError(f"{cls.__name__}: invalid configuration:\n  " + "\n  ".join(problems))
+            raise ConfigError(listing(f"{cls.__name__}: invalid configuration", problems))
         return values
 
     @classmethod

@@ -1,16 +1,17 @@
-"""Strict, typed reads of model hyperparameters from a RecBole ``Config``.
+"""Strict, typed reads of config keys from a RecBole ``Config``.
 
 RecBole's ``config[key]`` returns ``None`` for a missing key, so a misspelt YAML key silently
-becomes ``None`` inside a model. Models here declare every key they read as a :class:`Param`;
-:func:`read_params` raises a :class:`~recbole_hymoe.errors.ConfigError` naming the key, the
-bad value and what is allowed, and :class:`~recbole_hymoe.config.Config` runs it before any
-data is loaded.
+becomes ``None`` inside a model. Models here declare every key they read as a :class:`Param`
+(and :mod:`recbole_hymoe.recbole_keys` declares RecBole's own keys the same way);
+:func:`param_problems` names each bad key, its value and what is allowed, and
+:class:`~recbole_hymoe.config.Config` raises them all as one
+:class:`~recbole_hymoe.errors.ConfigError` before any data is loaded.
 """
 
+import math
 import numbers
 from typing import Callable, NamedTuple
 
-from recbole_hymoe.errors import ConfigError
 
 
 class Param(NamedTuple):
@@ -20,25 +21,29 @@ class Param(NamedTuple):
     check: Callable
 
 
-def integer(minimum=None):
-    """Check for an ``int`` (not ``bool``) ≥ ``minimum``."""
+def integer(minimum=None, maximum=None):
+    """Check for an ``int`` (not ``bool``) in ``[minimum, maximum]``."""
 
     def check(value):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError("must be an integer")
         if minimum is not None and value < minimum:
             raise ValueError(f"must be >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be <= {maximum}")
         return int(value)
 
     return check
 
 
 def number(minimum=None, maximum=None, min_exclusive=False):
-    """Check for a real number in ``[minimum, maximum]`` (``(minimum, …`` if ``min_exclusive``)."""
+    """Check for a finite real number in ``[minimum, maximum]`` (``(minimum, …`` if ``min_exclusive``)."""
 
     def check(value):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError("must be a number")
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if minimum is not None and (value <= minimum if min_exclusive else value < minimum):
             raise ValueError(f"must be {'>' if min_exclusive else '>='} {minimum}")
         if maximum is not None and value > maximum:
@@ -70,6 +75,106 @@ def choice(*options):
     return check
 
 
+def name(*options):
+    """Check for a string that is one of ``options`` in any letter case (as RecBole compares them)."""
+
+    def check(value):
+        if not isinstance(value, str) or value.lower() not in {o.lower() for o in options}:
+            raise ValueError(f"must be one of {list(options)} (any case)")
+        return value
+
+    return check
+
+
+def text():
+    """Check for a non-empty string."""
+
+    def check(value):
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a non-empty string")
+        return value
+
+    return check
+
+
+def list_of(inner, length=None, empty=False):
+    """Check for a list (of ``length`` items if given, non-empty unless ``empty``) whose items
+    ``inner`` accepts."""
+
+    def check(value):
+        if (not isinstance(value, (list, tuple)) or (not value and not empty)
+                or (length is not None and len(value) != length)):
+            what = f"{length} items" if length is not None else "items" if empty else "one or more items"
+            raise ValueError(f"must be a list of {what}")
+        for item in value:
+            try:
+                inner(item)
+            except ValueError as err:
+                raise ValueError(f"has an item {item!r} that {err}") from None
+        return list(value)
+
+    return check
+
+
+def mapping(key_check, value_check):
+    """Check for a dict whose keys and values the two checks accept."""
+
+    def check(value):
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping {key: value}")
+        for key, item in value.items():
+            try:
+                key_check(key)
+                value_check(item)
+            except ValueError as err:
+                raise ValueError(f"has an entry {key!r}: {item!r} that {err}") from None
+        return value
+
+    return check
+
+
+def anything(value):
+    """Accept any value (a shape RecBole itself does not constrain)."""
+    return value
+
+
+def either(*checks, message):
+    """Accept what any of ``checks`` accepts; otherwise fail with ``message``."""
+
+    def check(value):
+        for inner in checks:
+            try:
+                return inner(value)
+            except ValueError:
+                continue
+        raise ValueError(message)
+
+    return check
+
+
+def keyed(allowed, required=(), **checks):
+    """Check a dict of keyword arguments: keys among ``allowed``, ``required`` present, values checked."""
+
+    def check(value):
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping with keys among {list(allowed)}")
+        unknown = [k for k in value if k not in allowed]
+        if unknown:
+            raise ValueError(f"has unknown key(s) {unknown}; allowed: {list(allowed)}")
+        missing = [k for k in required if k not in value]
+        if missing:
+            raise ValueError(f"needs the key(s) {missing}")
+        for key, inner in checks.items():
+            if key in value:
+                try:
+                    inner(value[key])
+                except ValueError as err:
+                    raise ValueError(f"has {key}={value[key]!r} that {err}") from None
+        return value
+
+    return check
+
+
 def optional(inner):
     """Accept ``None`` or whatever ``inner`` accepts."""
 
@@ -79,31 +184,27 @@ def optional(inner):
     return check
 
 
-def read_params(config, params, owner, yaml_file):
-    """Read and check every declared key.
+def param_problems(config, params, yaml_file=None):
+    """Check every declared key; return the checked values and the problems.
 
     Args:
         config (Config): RecBole config (anything with ``in`` and ``[]``).
         params (Iterable[Param]): the declared keys.
-        owner (str): model name, for messages.
-        yaml_file (Path): where the defaults live, for messages.
+        yaml_file (Path, optional): where the defaults live; a missing key is then a problem
+            (without it, a missing key is skipped: the reader has its own default).
 
     Returns:
-        dict: key -> checked value.
-
-    Raises:
-        ConfigError: a key is missing or holds an invalid value; all problems listed at once.
+        tuple[dict, list[str]]: key -> checked value, and one line per problem naming the key.
     """
     values, problems = {}, []
     for param in params:
         if param.key not in config:
-            problems.append(f"missing key {param.key!r} (its default lives in {yaml_file})")
+            if yaml_file is not None:
+                problems.append(f"missing key {param.key!r} (its default lives in {yaml_file})")
             continue
         value = config[param.key]
         try:
             values[param.key] = param.check(value)
         except ValueError as err:
             problems.append(f"{param.key}={value!r} {err}")
-    if problems:
-        raise ConfigError(f"{owner}: invalid configuration:\n  " + "\n  ".join(problems))
-    return values
+    return values, problems

@@ -1,8 +1,8 @@
 """Drive a Ray Tune sweep over a plugin or built-in model: checks, Tuner, resume, report.
 
 Everything that can be wrong with the input is checked before Ray starts: the sweep file's
-form, keys the model does not read, every grid/choice combination against the model's own
-hyperparameter checks, and the dataset files. Ray runs the trials locally (sized to the machine)
+form, keys the model does not read, every grid/choice combination against RecBole's key checks
+and the model's own hyperparameter checks, and the dataset files. Ray runs the trials locally (sized to the machine)
 or on an existing cluster (``address`` or ``RAY_ADDRESS``); ASHA stops weak trials after each
 epoch, a crashed trial is retried up to ``max_failures`` times, and ``resume=True`` continues
 an interrupted sweep from its folder without re-running finished trials.
@@ -15,6 +15,8 @@ from recbole_hymoe import registry
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import PLUGIN_PREFIXES, Config, check_dataset_files, recbole_known_keys
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.models.params import param_problems
+from recbole_hymoe.recbole_keys import RECBOLE_PARAMS
 from recbole_hymoe.tuning.space import SearchSpace
 from recbole_hymoe.tuning.trainable import FIXED_KEY, train_recbole
 
@@ -49,13 +51,14 @@ def preflight(space, model, dataset, config_files, overrides):
         allowed = f"; keys of {config['model']}: {', '.join(sorted(model_keys))}" if model_keys else ""
         raise ConfigError(f"{space.source}: {config['model']} does not read {', '.join(unread)}{allowed}")
     combos = space.finite_combinations()
-    if plugin and combos:
+    if combos:
         problems = []
         for combo in combos:
-            try:
-                config.model_class.check_config({**config.final_config_dict, **combo})
-            except ConfigError as err:
-                problems.append(f"{combo}: {str(err).splitlines()[-1].strip()}")
+            found = param_problems(combo, RECBOLE_PARAMS)[1]
+            if plugin:
+                found += config.model_class.read_config({**config.final_config_dict, **combo})[1]
+            if found:
+                problems.append(f"{combo}: {'; '.join(found)}")
         if problems:
             raise ConfigError(f"{space.source}: {len(problems)} of {len(combos)} combinations can never be valid:\n  "
                               + "\n  ".join(problems))

@@ -77,6 +77,14 @@ def test_preflight_lists_combinations_that_can_never_be_valid(mini_data_path):
     assert "{'moe_num_experts': 2, 'moe_top_k': 3}" in message and "moe_top_k=3" in message
 
 
+def test_preflight_checks_recbole_keys_in_every_combination(mini_data_path):
+    space = SearchSpace({"space": {"learning_rate": {"grid": [0.001, -1]}, "learner": {"grid": ["adam"]}}})
+    with pytest.raises(ConfigError) as err:
+        preflight(space, "SASRec", "mini", None, {"data_path": str(mini_data_path)})
+    message = str(err.value)
+    assert "1 of 2 combinations can never be valid" in message and "learning_rate=-1 must be >= 0" in message
+
+
 def test_sweep_file_on_disk_is_read_with_safe_yaml(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"model": "HyMoERec", "space": {"learning_rate": {"grid": [0.1]}}}))
