@@ -19,7 +19,7 @@ from torch import nn
 
 from recbole_hymoe.data import LOSS_START_FIELD
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.models.params import Param, choice, integer, number, read_params
+from recbole_hymoe.models.params import Choice, Integer, Number, Param, read_params
 from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
 from recbole_hymoe.nn.moe import Experts, SparseMoE
 from recbole_hymoe.registry import YAML_DIR
@@ -27,9 +27,9 @@ from recbole_hymoe.registry import YAML_DIR
 LOSS_TYPES = ("CE", "BPR", "SSM")
 # Loss keys every model reads (models prepend their own keys).
 LOSS_PARAMS = (
-    Param("loss_type", choice(*LOSS_TYPES)),
-    Param("n_negatives", integer(1)),
-    Param("temperature", number(0.0, min_exclusive=True)),
+    Param("loss_type", Choice(*LOSS_TYPES)),
+    Param("n_negatives", Integer(1)),
+    Param("temperature", Number(0.0, min_exclusive=True)),
 )
 
 

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from recbole_hymoe.blocks.fuxi import MOE_TARGETS, FuXiBlock
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender
-from recbole_hymoe.models.params import Param, boolean, choice, integer, number, optional
+from recbole_hymoe.models.params import Boolean, Choice, Integer, Nullable, Number, Param
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts, LinearExperts
 from recbole_hymoe.nn.relative_bias import next_event_time_deltas, time_buckets
@@ -47,17 +47,17 @@ class FuXiAlpha(MoESequentialRecommender):
     """
 
     PARAMS = (
-        Param("hidden_size", integer(1)),
-        Param("n_layers", integer(1)),
-        Param("n_heads", integer(1)),
-        Param("qk_head_dim", optional(integer(1))),
-        Param("v_head_dim", optional(integer(1))),
-        Param("ffn_multiply", number(0.0, min_exclusive=True)),
-        Param("hidden_dropout_prob", number(0.0, 1.0)),
-        Param("ffn_single_stage", boolean()),
-        Param("use_time_channel", boolean()),
-        Param("num_time_buckets", integer(1)),
-        Param("initializer_range", number(0.0, min_exclusive=True)),
+        Param("hidden_size", Integer(1)),
+        Param("n_layers", Integer(1)),
+        Param("n_heads", Integer(1)),
+        Param("qk_head_dim", Nullable(Integer(1))),
+        Param("v_head_dim", Nullable(Integer(1))),
+        Param("ffn_multiply", Number(0.0, min_exclusive=True)),
+        Param("hidden_dropout_prob", Number(0.0, 1.0)),
+        Param("ffn_single_stage", Boolean()),
+        Param("use_time_channel", Boolean()),
+        Param("num_time_buckets", Integer(1)),
+        Param("initializer_range", Number(0.0, min_exclusive=True)),
         *LOSS_PARAMS,
     )
 
@@ -138,7 +138,9 @@ class FuXiAlpha(MoESequentialRecommender):
                 if layer is not None:
                     nn.init.xavier_uniform_(layer.weight)
             if block.moe is not None:
-                nn.init.xavier_normal_(block.moe.router.proj.weight)
+                for layer in block.moe.router.modules():  # one Linear, or the MLP router's two
+                    if isinstance(layer, nn.Linear):
+                        nn.init.xavier_normal_(layer.weight)
                 self._init_experts(block.moe.experts, std)
 
     @staticmethod
@@ -214,15 +216,15 @@ class FuxiMME(FuXiAlpha):
     """
 
     PARAMS = FuXiAlpha.PARAMS + (
-        Param("n_embedding_sets", integer(1)),
-        Param("moe_target", choice(*MOE_TARGETS)),
-        Param("moe_num_experts", integer(0)),
-        Param("moe_top_k", integer()),
-        Param("moe_router", choice(*ROUTERS)),
-        Param("moe_router_set_embedding", boolean()),
-        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
-        Param("moe_balance_weight", number(0.0)),
-        Param("moe_z_loss_weight", number(0.0)),
+        Param("n_embedding_sets", Integer(1)),
+        Param("moe_target", Choice(*MOE_TARGETS)),
+        Param("moe_num_experts", Integer(0)),
+        Param("moe_top_k", Integer()),
+        Param("moe_router", Choice(*ROUTERS)),
+        Param("moe_router_set_embedding", Boolean()),
+        Param("moe_balance_loss", Choice(*BALANCE_LOSSES)),
+        Param("moe_balance_weight", Number(0.0)),
+        Param("moe_z_loss_weight", Number(0.0)),
     )
 
     @classmethod

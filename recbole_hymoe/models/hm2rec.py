@@ -23,7 +23,7 @@ from recbole_hymoe.models.mamba4rec import (
     init_mamba_host,
     mamba_problems,
 )
-from recbole_hymoe.models.params import Param, boolean, choice, integer, number
+from recbole_hymoe.models.params import Boolean, Choice, Integer, Number, Param
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.graph import ADJ_NORMS, GRAPH_AGGS, VGAE, VGAE_DECODERS, BipartiteGraph, HyperbolicGCN
 from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS
@@ -110,26 +110,26 @@ class HM2Rec(MoESequentialRecommender):
 
     PARAMS = (
         *MAMBA4REC_HOST_PARAMS,
-        Param("moe_num_experts", integer(0)),
-        Param("moe_top_k", integer()),
-        Param("moe_router", choice(*ROUTERS)),
-        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
-        Param("moe_balance_weight", number(0.0)),
-        Param("moe_z_loss_weight", number(0.0)),
-        Param("use_graph", boolean()),
-        Param("hyp_curvature", number(0.0, min_exclusive=True)),
-        Param("learn_curvature", boolean()),
-        Param("graph_layers", integer(1)),
-        Param("adj_norm", choice(*ADJ_NORMS)),
-        Param("graph_agg", choice(*GRAPH_AGGS)),
-        Param("use_vgae", boolean()),
-        Param("vgae_decoder", choice(*VGAE_DECODERS)),
-        Param("vgae_kl_weight", number(0.0)),
-        Param("vgae_edge_batch", integer(1)),
-        Param("graph_loss_weight", number(0.0)),
-        Param("fusion", choice(*FUSIONS)),
-        Param("max_tangent_norm", number(0.0, min_exclusive=True)),
-        Param("manifold_dtype", choice(*MANIFOLD_DTYPES)),
+        Param("moe_num_experts", Integer(0)),
+        Param("moe_top_k", Integer()),
+        Param("moe_router", Choice(*ROUTERS)),
+        Param("moe_balance_loss", Choice(*BALANCE_LOSSES)),
+        Param("moe_balance_weight", Number(0.0)),
+        Param("moe_z_loss_weight", Number(0.0)),
+        Param("use_graph", Boolean()),
+        Param("hyp_curvature", Number(0.0, min_exclusive=True)),
+        Param("learn_curvature", Boolean()),
+        Param("graph_layers", Integer(1)),
+        Param("adj_norm", Choice(*ADJ_NORMS)),
+        Param("graph_agg", Choice(*GRAPH_AGGS)),
+        Param("use_vgae", Boolean()),
+        Param("vgae_decoder", Choice(*VGAE_DECODERS)),
+        Param("vgae_kl_weight", Number(0.0)),
+        Param("vgae_edge_batch", Integer(1)),
+        Param("graph_loss_weight", Number(0.0)),
+        Param("fusion", Choice(*FUSIONS)),
+        Param("max_tangent_norm", Number(0.0, min_exclusive=True)),
+        Param("manifold_dtype", Choice(*MANIFOLD_DTYPES)),
         *LOSS_PARAMS,
     )
 

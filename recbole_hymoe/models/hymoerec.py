@@ -23,7 +23,7 @@ from recbole_hymoe.models.mamba4rec import (
     init_mamba_host,
     mamba_problems,
 )
-from recbole_hymoe.models.params import Param, choice, integer, number, optional
+from recbole_hymoe.models.params import Choice, Integer, Nullable, Number, Param
 from recbole_hymoe.nn.attention import causal_attention_mask
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import ACTIVATIONS
@@ -67,27 +67,27 @@ class HyMoERec(MoESequentialRecommender):
     """
 
     PARAMS = (
-        Param("backbone", choice(*BACKBONES)),
-        Param("hidden_size", integer(1)),
-        Param("n_layers", integer(1)),
-        Param("n_heads", integer(1)),
-        Param("inner_size", integer(1)),
-        Param("hidden_dropout_prob", number(0.0, 1.0)),
-        Param("attn_dropout_prob", number(0.0, 1.0)),
-        Param("hidden_act", choice(*ACTIVATIONS)),
-        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
-        Param("initializer_range", number(0.0, min_exclusive=True)),
-        Param("moe_num_experts", integer(0)),
-        Param("moe_top_k", integer()),
-        Param("moe_inner_size", optional(integer(1))),
-        Param("moe_router", choice(*ROUTERS)),
-        Param("moe_fusion", choice(*FUSIONS)),
-        Param("moe_alpha_init", number()),
-        Param("moe_warmup_steps", integer(0)),
-        Param("moe_warmup_schedule", choice(*SCHEDULES)),
-        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
-        Param("moe_balance_weight", number(0.0)),
-        Param("moe_z_loss_weight", number(0.0)),
+        Param("backbone", Choice(*BACKBONES)),
+        Param("hidden_size", Integer(1)),
+        Param("n_layers", Integer(1)),
+        Param("n_heads", Integer(1)),
+        Param("inner_size", Integer(1)),
+        Param("hidden_dropout_prob", Number(0.0, 1.0)),
+        Param("attn_dropout_prob", Number(0.0, 1.0)),
+        Param("hidden_act", Choice(*ACTIVATIONS)),
+        Param("layer_norm_eps", Number(0.0, min_exclusive=True)),
+        Param("initializer_range", Number(0.0, min_exclusive=True)),
+        Param("moe_num_experts", Integer(0)),
+        Param("moe_top_k", Integer()),
+        Param("moe_inner_size", Nullable(Integer(1))),
+        Param("moe_router", Choice(*ROUTERS)),
+        Param("moe_fusion", Choice(*FUSIONS)),
+        Param("moe_alpha_init", Number()),
+        Param("moe_warmup_steps", Integer(0)),
+        Param("moe_warmup_schedule", Choice(*SCHEDULES)),
+        Param("moe_balance_loss", Choice(*BALANCE_LOSSES)),
+        Param("moe_balance_weight", Number(0.0)),
+        Param("moe_z_loss_weight", Number(0.0)),
         *MAMBA_PARAMS,
         *LOSS_PARAMS,
     )

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from recbole_hymoe.blocks.mamba import MambaLayer
 from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender, recbole_init
-from recbole_hymoe.models.params import Param, choice, integer, number
+from recbole_hymoe.models.params import Choice, Integer, Number, Param
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import ACTIVATIONS
 from recbole_hymoe.nn.mamba import MAMBA_INITS, ROPE_TARGETS, MambaMixer
@@ -21,24 +21,24 @@ from recbole_hymoe.nn.scan import BACKENDS
 
 # Host keys shared by Mamba4Rec and HyMoERec's mamba backbone.
 MAMBA_PARAMS = (
-    Param("mamba_d_state", integer(1)),
-    Param("mamba_d_conv", integer(1)),
-    Param("mamba_expand", integer(1)),
-    Param("mamba_init", choice(*MAMBA_INITS)),
-    Param("mamba_scan_backend", choice(*BACKENDS)),
-    Param("rope_target", choice(*ROPE_TARGETS)),
+    Param("mamba_d_state", Integer(1)),
+    Param("mamba_d_conv", Integer(1)),
+    Param("mamba_expand", Integer(1)),
+    Param("mamba_init", Choice(*MAMBA_INITS)),
+    Param("mamba_scan_backend", Choice(*BACKENDS)),
+    Param("rope_target", Choice(*ROPE_TARGETS)),
 )
 
 
 # Mamba4Rec's own keys, shared with HM2Rec (which keeps Mamba4Rec's names for its host).
 MAMBA4REC_HOST_PARAMS = (
-    Param("hidden_size", integer(1)),
-    Param("n_layers", integer(1)),
-    Param("inner_size", integer(1)),
-    Param("hidden_dropout_prob", number(0.0, 1.0)),
-    Param("hidden_act", choice(*ACTIVATIONS)),
-    Param("layer_norm_eps", number(0.0, min_exclusive=True)),
-    Param("initializer_range", number(0.0, min_exclusive=True)),
+    Param("hidden_size", Integer(1)),
+    Param("n_layers", Integer(1)),
+    Param("inner_size", Integer(1)),
+    Param("hidden_dropout_prob", Number(0.0, 1.0)),
+    Param("hidden_act", Choice(*ACTIVATIONS)),
+    Param("layer_norm_eps", Number(0.0, min_exclusive=True)),
+    Param("initializer_range", Number(0.0, min_exclusive=True)),
     *MAMBA_PARAMS,
 )
 

@@ -4,11 +4,13 @@ RecBole's ``config[key]`` returns ``None`` for a missing key, so a misspelt YAML
 becomes ``None`` inside a model. Models here declare every key they read as a :class:`Param`;
 :func:`read_params` raises a :class:`~recbole_hymoe.errors.ConfigError` naming the key, the
 bad value and what is allowed, and :class:`~recbole_hymoe.config.Config` runs it before any
-data is loaded.
+data is loaded. Each check is a frozen value that keeps its declared range (``minimum``,
+``options``, …) readable, so tests can exercise every allowed value of every key.
 """
 
 import numbers
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional
 
 from recbole_hymoe.errors import ConfigError
 
@@ -20,63 +22,72 @@ class Param(NamedTuple):
     check: Callable
 
 
-def integer(minimum=None):
+@dataclass(frozen=True)
+class Integer:
     """Check for an ``int`` (not ``bool``) ≥ ``minimum``."""
 
-    def check(value):
+    minimum: Optional[int] = None
+
+    def __call__(self, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError("must be an integer")
-        if minimum is not None and value < minimum:
-            raise ValueError(f"must be >= {minimum}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be >= {self.minimum}")
         return int(value)
 
-    return check
 
-
-def number(minimum=None, maximum=None, min_exclusive=False):
+@dataclass(frozen=True)
+class Number:
     """Check for a real number in ``[minimum, maximum]`` (``(minimum, …`` if ``min_exclusive``)."""
 
-    def check(value):
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    min_exclusive: bool = False
+
+    def __call__(self, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError("must be a number")
-        if minimum is not None and (value <= minimum if min_exclusive else value < minimum):
-            raise ValueError(f"must be {'>' if min_exclusive else '>='} {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"must be <= {maximum}")
+        low = self.minimum
+        if low is not None and (value <= low if self.min_exclusive else value < low):
+            raise ValueError(f"must be {'>' if self.min_exclusive else '>='} {low}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum}")
         return float(value)
 
-    return check
 
-
-def boolean():
+@dataclass(frozen=True)
+class Boolean:
     """Check for ``True`` or ``False``."""
 
-    def check(value):
+    def __call__(self, value):
         if not isinstance(value, bool):
             raise ValueError("must be True or False")
         return value
 
-    return check
 
-
-def choice(*options):
+@dataclass(frozen=True, init=False)
+class Choice:
     """Check for one of ``options`` (exact spelling)."""
 
-    def check(value):
-        if value not in options:
-            raise ValueError(f"must be one of {list(options)}")
+    options: tuple
+
+    def __init__(self, *options):
+        object.__setattr__(self, "options", options)
+
+    def __call__(self, value):
+        if value not in self.options:
+            raise ValueError(f"must be one of {list(self.options)}")
         return value
 
-    return check
 
-
-def optional(inner):
+@dataclass(frozen=True)
+class Nullable:
     """Accept ``None`` or whatever ``inner`` accepts."""
 
-    def check(value):
-        return None if value is None else inner(value)
+    inner: Any
 
-    return check
+    def __call__(self, value):
+        return None if value is None else self.inner(value)
 
 
 def read_params(config, params, owner, yaml_file):
