@@ -5,6 +5,7 @@ import sys
 
 from recbole_hymoe.config import parse_value
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+from recbole_hymoe.paths import find_file
 from recbole_hymoe.quick_start import results_table, run
 
 
@@ -29,6 +30,11 @@ def parse_overrides(tokens):
         overrides[key] = value
         i += 1
     return overrides
+
+
+def config_files(text):
+    """The files of ``--config_files`` (space-separated); ``yaml/…`` also names the package's own."""
+    return [find_file(path) for path in text.split()] if text else []
 
 
 DEFAULT_MODEL = "HyMoERec"
@@ -80,7 +86,7 @@ def run_recbole_main(argv=None):
     args, rest = parser.parse_known_args(argv)
     try:
         overrides = parse_overrides(rest)
-        files = args.config_files.split() if args.config_files else []
+        files = config_files(args.config_files)
         result = run(
             model=args.model or _named_in(files, "model") or DEFAULT_MODEL,
             dataset=args.dataset or _named_in(files, "dataset") or DEFAULT_DATASET,
@@ -128,7 +134,7 @@ def run_speed_main(argv=None):
     try:
         overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
         report = run_speed_benchmark(
-            args.dataset, args.config_files.split() if args.config_files else None, overrides,
+            args.dataset, config_files(args.config_files) or None, overrides,
             variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out, threads=args.threads,
         )
     except (ConfigError, DatasetNotFoundError) as err:
@@ -237,7 +243,7 @@ def run_tune_main(argv=None):
     try:
         overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
         report = run_tune(
-            args.space, args.model, args.dataset, args.config_files.split() if args.config_files else None,
+            args.space, args.model, args.dataset, config_files(args.config_files) or None,
             overrides, out, scheduler=args.scheduler, max_epochs=args.max_epochs, grace_period=args.grace_period,
             reduction_factor=args.reduction_factor, num_samples=args.num_samples, search=args.search,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,

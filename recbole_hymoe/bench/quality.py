@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.paths import find_file
 from recbole_hymoe.quick_start import run, write_atomic
 from recbole_hymoe.resume import state_file
 
@@ -29,13 +30,16 @@ REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
 
 def load_spec(path):
-    """Read and check a time-to-quality spec file.
+    """Read and check a time-to-quality spec file (``yaml/experiment/…`` also names the package's).
 
     Raises:
         ConfigError: a required field is missing or malformed (all problems at once).
     """
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f) or {}
+    try:
+        with open(find_file(path), encoding="utf-8") as f:
+            spec = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"spec file not found: {path}") from None
     problems = [f"missing {key!r}" for key in ("dataset", "runs") if key not in spec]
     for i, entry in enumerate(spec.get("runs") or []):
         if not isinstance(entry, dict) or not {"label", "model"} <= set(entry):
@@ -91,7 +95,8 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
         if result is None or _has_more(run_dir, result, config.get("epochs")):
             earlier_wall = result.get("wall_s", 0.0) if result else 0.0
             start = time.perf_counter()
-            result = run(entry["model"], spec["dataset"], spec.get("config_files"), config)
+            config_files = [find_file(f) for f in spec.get("config_files") or []] or None
+            result = run(entry["model"], spec["dataset"], config_files, config)
             result["wall_s"] = round(earlier_wall + time.perf_counter() - start, 1)
             write_atomic(done, json.dumps(result, indent=2, default=str))
         results.append({"label": entry["label"], **result})

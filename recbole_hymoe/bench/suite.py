@@ -26,18 +26,11 @@ from recbole_hymoe import registry
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+from recbole_hymoe.paths import find_file
 
 ROLES = ("ours", "baseline")
 SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
               "reference", "tuning_budget", "models"}
-
-
-def _resolve(path):
-    """A file path as given, or relative to the package checkout (suites name ``yaml/…`` files)."""
-    if path is None or Path(path).is_file():
-        return path
-    candidate = registry.YAML_DIR.parent / path
-    return str(candidate) if candidate.is_file() else path
 
 
 def _slug(text):
@@ -59,7 +52,7 @@ class Suite:
                 problems.append(f"missing {key!r}")
         self.source = source
         self.name = data.get("name", Path(source).stem)
-        self.protocol = _resolve(data.get("protocol"))
+        self.protocol = find_file(data.get("protocol"))
         self.datasets = list(data.get("datasets") or [])
         self.seeds = list(data.get("seeds") or [])
         self.train_regime = data.get("train_regime", "all_positions")
@@ -89,9 +82,9 @@ class Suite:
 
     @classmethod
     def from_file(cls, path):
-        """Read a suite file."""
+        """Read a suite file (``yaml/bench/…`` also names the package's own suites)."""
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(find_file(path), encoding="utf-8") as f:
                 return cls(yaml.safe_load(f), source=str(path))
         except FileNotFoundError:
             raise ConfigError(f"suite file not found: {path}") from None

@@ -22,7 +22,7 @@ from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.models.params import Choice, Integer, Number, Param, read_params
 from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
 from recbole_hymoe.nn.moe import Experts, SparseMoE
-from recbole_hymoe.registry import YAML_DIR
+from recbole_hymoe.paths import YAML_DIR
 
 LOSS_TYPES = ("CE", "BPR", "SSM")
 # Loss keys every model reads (models prepend their own keys).

@@ -26,6 +26,7 @@ import numbers
 import yaml
 
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.paths import find_file
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SCHEDULERS = ("asha", "fifo")
@@ -98,9 +99,9 @@ class SearchSpace:
 
     @classmethod
     def from_file(cls, path):
-        """Read a sweep file."""
+        """Read a sweep file (``yaml/tune/…`` also names the package's own sweeps)."""
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(find_file(path), encoding="utf-8") as f:
                 data = yaml.safe_load(f)
         except FileNotFoundError:
             raise ConfigError(f"sweep file not found: {path}") from None
