@@ -14,7 +14,6 @@ invocations that recorded the run (an interrupted continuation's time is not in 
 """
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -23,8 +22,9 @@ import yaml
 
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.paths import find_file
-from recbole_hymoe.quick_start import run, write_atomic
+from recbole_hymoe.quick_start import run
 from recbole_hymoe.resume import state_file
+from recbole_hymoe.utils import slug, write_atomic
 
 REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
@@ -50,11 +50,6 @@ def load_spec(path):
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return spec
-
-
-def slug(label):
-    """Folder name for a run label."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
 
 
 def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):

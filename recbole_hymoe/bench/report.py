@@ -18,7 +18,7 @@ import numpy as np
 
 from recbole_hymoe.bench.cell import PER_USER_FILE, RESULT_FILE
 from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
-from recbole_hymoe.quick_start import write_atomic
+from recbole_hymoe.utils import write_atomic
 
 TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10")
 KEY_METRIC = "ndcg@10"

@@ -17,7 +17,6 @@ A suite file (``yaml/bench/*.yaml``)::
       - {label: SASRec, model: SASRec}        # role defaults to baseline
 """
 
-import re
 from pathlib import Path
 
 import yaml
@@ -27,14 +26,11 @@ from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
 from recbole_hymoe.paths import find_file
+from recbole_hymoe.utils import slug
 
 ROLES = ("ours", "baseline")
 SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
               "reference", "tuning_budget", "models"}
-
-
-def _slug(text):
-    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
 
 
 class Suite:
@@ -108,7 +104,7 @@ class Suite:
                         "dataset": dataset, "seed": seed,
                         "config_files": [str(Path(self.protocol).resolve())] if self.protocol else [],
                         "overrides": self.cell_overrides(entry, dataset, extra),
-                        "dir": str(Path(out_dir).resolve() / "cells" / _slug(dataset) / _slug(entry["label"])
+                        "dir": str(Path(out_dir).resolve() / "cells" / slug(dataset) / slug(entry["label"])
                                    / f"seed-{seed}"),
                     })
         return specs

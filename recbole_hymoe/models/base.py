@@ -130,10 +130,11 @@ class MoESequentialRecommender(SequentialRecommender):
         """
         return {}
 
-    def _inputs(self, interaction):
-        """Item sequence, lengths and extra inputs, padding columns beyond the longest sequence dropped.
+    def encoder_inputs(self, interaction):
+        """Return the arguments of :meth:`encode` for ``interaction``: ``(item_seq, item_seq_len, inputs)``.
 
-        Causal models never read positions after a sequence's end, so the trim changes no value.
+        Padding columns beyond the longest sequence are dropped: causal models never read positions
+        after a sequence's end, so the trim changes no value.
         """
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = interaction[self.ITEM_SEQ]
@@ -154,7 +155,7 @@ class MoESequentialRecommender(SequentialRecommender):
         Returns:
             tuple: FloatTensor [B, H] and the auxiliary loss (scalar).
         """
-        item_seq, item_seq_len, inputs = self._inputs(interaction)
+        item_seq, item_seq_len, inputs = self.encoder_inputs(interaction)
         return self._encode_last(item_seq, item_seq_len, inputs)
 
     def forward(self, item_seq, item_seq_len, **inputs):
@@ -205,7 +206,7 @@ class MoESequentialRecommender(SequentialRecommender):
         """
         last_target = interaction[self.POS_ITEM_ID]
         if self.train_regime == "all_positions":
-            item_seq, item_seq_len, inputs = self._inputs(interaction)
+            item_seq, item_seq_len, inputs = self.encoder_inputs(interaction)
             encoded = self.encode(item_seq, item_seq_len, **inputs)
             targets = next_item_targets(item_seq, item_seq_len, last_target)  # [B, L]
             real = item_seq != 0  # [B, L]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from recbole_hymoe.quick_start import write_atomic
 from recbole_hymoe.tuning.trainable import SKIPPED_SCORE, STATUS_FILE
+from recbole_hymoe.utils import write_atomic
 
 METRIC_COLUMNS = ("valid_hit@10", "valid_ndcg@10", "valid_mrr@10", "valid_hit@5", "valid_ndcg@5")
 
