@@ -1,11 +1,12 @@
 """Shared plumbing of the package's sequential recommenders.
 
-Every plugin model subclasses :class:`MoESequentialRecommender` and provides ``PARAMS`` (the
+Every plugin model subclasses :class:`PluginSequentialRecommender` and provides ``PARAMS`` (the
 keys it reads), ``encode`` (per-position hidden states and the auxiliary loss) and its item
-table; strict config reads, both training regimes (``prefix``: loss at the last position;
-``all_positions``: loss at every real position, see :mod:`recbole_hymoe.data`), the CE / BPR /
-sampled-softmax losses, ``predict``, ``full_sort_predict``, the MoE step counter and expert
-telemetry live here once.
+table; strict config reads, the MoE settings (read and checked once, handed to every block),
+the encoder's layer loop (:func:`run_layers`), both training regimes (``prefix``: loss at the
+last position; ``all_positions``: loss at every real position, see :mod:`recbole_hymoe.data`),
+the CE / BPR / sampled-softmax losses, ``predict``, ``full_sort_predict``, the MoE step counter
+and expert telemetry live here once.
 
 Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, E experts, K top-k.
 """
@@ -21,7 +22,7 @@ from recbole_hymoe.data import LOSS_START_FIELD
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.models.params import Choice, Integer, Number, Param, read_params
 from recbole_hymoe.nn.losses import next_item_targets, sampled_softmax_loss
-from recbole_hymoe.nn.moe import Experts, SparseMoE
+from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts, MoESettings, SparseMoE
 from recbole_hymoe.paths import YAML_DIR
 
 LOSS_TYPES = ("CE", "BPR", "SSM")
@@ -31,6 +32,34 @@ LOSS_PARAMS = (
     Param("n_negatives", Integer(1)),
     Param("temperature", Number(0.0, min_exclusive=True)),
 )
+# The keys of every model's MoE layers: an MoE model lists them in its PARAMS and gets them read,
+# checked and handed to its blocks as one MoESettings (``self.moe_settings``).
+MOE_PARAMS = (
+    Param("moe_num_experts", Integer(0)),
+    Param("moe_top_k", Integer()),
+    Param("moe_router", Choice(*ROUTERS)),
+    Param("moe_balance_loss", Choice(*BALANCE_LOSSES)),
+    Param("moe_balance_weight", Number(0.0)),
+    Param("moe_z_loss_weight", Number(0.0)),
+)
+
+
+def read_moe_settings(values):
+    """The MoE settings in checked ``values``; None for a model without the MoE keys or E = 0."""
+    if not values.get("moe_num_experts"):
+        return None
+    return MoESettings(num_experts=values["moe_num_experts"], top_k=values["moe_top_k"],
+                       router=values["moe_router"], balance_loss=values["moe_balance_loss"],
+                       balance_weight=values["moe_balance_weight"], z_loss_weight=values["moe_z_loss_weight"])
+
+
+def moe_problems(values):
+    """Cross-key problems of the MoE keys in ``values`` (none for a model without them)."""
+    experts, top_k = values.get("moe_num_experts", 0), values.get("moe_top_k")
+    if experts > 0 and not 1 <= top_k <= experts:
+        return [f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts} "
+                "(or set moe_num_experts=0 to switch the MoE layers off)"]
+    return []
 
 
 def recbole_init(model, std):
@@ -60,11 +89,36 @@ class EncoderOutput(NamedTuple):
     aux_loss: torch.Tensor
 
 
-class MoESequentialRecommender(SequentialRecommender):
-    """Base class: strict hyperparameters, CE/BPR losses, scoring, step counter, telemetry.
+def run_layers(layers, hidden, item_seq_len, last_only, **inputs):
+    """Apply residual ``layers`` in turn: ``hidden, moe_out = layer(hidden, query_index=…, **inputs)``.
 
-    Subclasses set ``PARAMS`` and implement :meth:`encode`; they may extend
-    :meth:`check_values` with cross-key checks and override :meth:`item_table`.
+    Args:
+        layers (Sequence[nn.Module]): layers returning ``(hidden, MoEOutput or None)``.
+        hidden (FloatTensor): [B, L, H] input states.
+        item_seq_len (LongTensor): [B], number of real items.
+        last_only (bool): the last layer computes only each sequence's last real position
+            (``query_index = item_seq_len - 1``), all a score needs.
+        **inputs: the layers' other arguments (masks, time buckets, w(t), …).
+
+    Returns:
+        EncoderOutput: states [B, L, H] (or [B, 1, H] with ``last_only``) and the summed MoE
+        auxiliary losses.
+    """
+    aux_loss = hidden.new_zeros(())
+    for i, layer in enumerate(layers):
+        query_index = item_seq_len - 1 if last_only and i == len(layers) - 1 else None
+        hidden, moe_out = layer(hidden, query_index=query_index, **inputs)
+        if moe_out is not None:
+            aux_loss = aux_loss + moe_out.aux_loss
+    return EncoderOutput(hidden, aux_loss)
+
+
+class PluginSequentialRecommender(SequentialRecommender):
+    """Base class: strict hyperparameters, MoE settings, CE/BPR losses, scoring, step counter, telemetry.
+
+    Subclasses set ``PARAMS`` (with :data:`MOE_PARAMS` when they have MoE layers) and implement
+    :meth:`encode`; they may extend :meth:`check_values` with cross-key checks and override
+    :meth:`item_table`.
     """
 
     PARAMS = LOSS_PARAMS
@@ -93,11 +147,12 @@ class MoESequentialRecommender(SequentialRecommender):
     @classmethod
     def check_values(cls, values):
         """Return a list of cross-key problems (empty when the combination is valid)."""
-        return []
+        return moe_problems(values)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hparams = self.check_config(config)
+        self.moe_settings = read_moe_settings(self.hparams)  # None: no MoE layer
         self.loss_type = self.hparams["loss_type"]
         self.n_negatives = self.hparams["n_negatives"]
         self.temperature = self.hparams["temperature"]
