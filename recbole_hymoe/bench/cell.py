@@ -23,6 +23,7 @@ import recbole_hymoe  # noqa: F401  (repairs RecBole, registers the models)
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config
 from recbole_hymoe.nn.moe import SparseMoE
+from recbole_hymoe.paths import portable
 from recbole_hymoe.quick_start import build_pipeline, versions
 from recbole_hymoe.utils import PeakRSS, write_atomic
 
@@ -166,7 +167,7 @@ def run_cell(spec):
         "expert_usage_by_tier": usage,
         "tiers": [name for name, _ in POPULARITY_TIERS],
         "overrides": spec["overrides"],
-        "config_files": spec.get("config_files") or [],
+        "config_files": [portable(path) for path in spec.get("config_files") or []],
         "versions": versions(),
     }
     np.savez_compressed(cell_dir / PER_USER_FILE, **per_user)

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.paths import find_file
+from recbole_hymoe.paths import find_file, portable
 from recbole_hymoe.quick_start import run
 from recbole_hymoe.resume import state_file
 from recbole_hymoe.utils import slug, write_atomic
@@ -95,7 +95,7 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
             result["wall_s"] = round(earlier_wall + time.perf_counter() - start, 1)
             write_atomic(done, json.dumps(result, indent=2, default=str))
         results.append({"label": entry["label"], **result})
-    report = {"spec": str(spec_file), "dataset": spec["dataset"], "threads": spec.get("threads"),
+    report = {"spec": portable(spec_file), "dataset": spec["dataset"], "threads": spec.get("threads"),
               "rows": summarise(results)}
     write_atomic(out_dir / "ttq.json", json.dumps(report, indent=2, default=str))
     write_atomic(out_dir / "ttq.md", ttq_table(report))
@@ -135,7 +135,7 @@ def summarise(results):
             "to_reference_s": reached,
             "to_reference_ratio": None if reached is None else reached / reference_time,
             "test": {m: result["test_result"].get(m) for m in REPORT_METRICS},
-            "run_dir": result["run_dir"],
+            "run_dir": portable(result["run_dir"]),
         })
     return rows
 

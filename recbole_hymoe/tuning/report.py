@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_hymoe.paths import portable
 from recbole_hymoe.tuning.trainable import SKIPPED_SCORE, STATUS_FILE
 from recbole_hymoe.utils import write_atomic
 
@@ -91,7 +92,7 @@ def _markdown(rows, space, base, best_test):
     keys = list(space.space)
     header = ["rank", *keys, "best valid " + base["valid_metric"], "epochs (best)", "stop reason", "wall s"]
     lines = [
-        f"Sweep of {base['model']} on {base['dataset']} ({space.source}); ranked by best validation "
+        f"Sweep of {base['model']} on {base['dataset']} ({portable(space.source)}); ranked by best validation "
         f"{base['valid_metric']}; test metrics only for the best trial.",
         "",
         "| " + " | ".join(header) + " |",
