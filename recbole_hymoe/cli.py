@@ -1,10 +1,17 @@
-"""Command-line entry points (installed as console scripts; ``run/`` holds thin wrappers)."""
+"""Command-line entry points (installed as console scripts; ``run/`` holds thin wrappers).
+
+Each takes its own flags plus any ``--key=value`` config override, and fails on bad input
+(:data:`~recbole_hymoe.errors.BAD_INPUT`: a config, dataset or atomic-file error) with a one-line
+message and exit code 2, never a traceback.
+"""
 
 import argparse
+import functools
 import sys
 
 from recbole_hymoe.config import parse_value
 from recbole_hymoe.errors import BAD_INPUT, ConfigError
+from recbole_hymoe.paths import find_file
 from recbole_hymoe.quick_start import results_table, run
 
 
@@ -29,6 +36,32 @@ def parse_overrides(tokens):
         overrides[key] = value
         i += 1
     return overrides
+
+
+def parsed_overrides(tokens):
+    """:func:`parse_overrides` with each value parsed as :func:`~recbole_hymoe.config.parse_value` does."""
+    return {key: parse_value(value) for key, value in parse_overrides(tokens).items()}
+
+
+def bad_input_exits_2(main):
+    """Make console script ``main`` report bad input on stderr and return 2 (prog name: ``main``'s name
+    without ``_main``)."""
+    prog = main.__name__.removesuffix("_main")
+
+    @functools.wraps(main)
+    def checked(argv=None):
+        try:
+            return main(argv)
+        except BAD_INPUT as err:
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return 2
+
+    return checked
+
+
+def config_files(text):
+    """The files of ``--config_files`` (space-separated); ``yaml/…`` also names the package's own."""
+    return [find_file(path) for path in text.split()] if text else []
 
 
 DEFAULT_MODEL = "HyMoERec"
@@ -70,6 +103,7 @@ def _parser():
     return parser
 
 
+@bad_input_exits_2
 def run_recbole_main(argv=None):
     """``run_recbole``: same flags as RecBole's ``run_recbole.py`` plus ``--key=value`` overrides.
 
@@ -78,23 +112,18 @@ def run_recbole_main(argv=None):
     """
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    try:
-        overrides = parse_overrides(rest)
-        files = args.config_files.split() if args.config_files else []
-        result = run(
-            model=args.model or _named_in(files, "model") or DEFAULT_MODEL,
-            dataset=args.dataset or _named_in(files, "dataset") or DEFAULT_DATASET,
-            config_file_list=files or None,
-            cmd_args=overrides,
-            nproc=args.nproc,
-            world_size=args.world_size,
-            ip=args.ip,
-            port=args.port,
-            group_offset=args.group_offset,
-        )
-    except BAD_INPUT as err:
-        print(f"run_recbole: error: {err}", file=sys.stderr)
-        return 2
+    files = config_files(args.config_files)
+    result = run(
+        model=args.model or _named_in(files, "model") or DEFAULT_MODEL,
+        dataset=args.dataset or _named_in(files, "dataset") or DEFAULT_DATASET,
+        config_file_list=files or None,
+        cmd_args=parse_overrides(rest),  # Config parses the values, as RecBole's command line
+        nproc=args.nproc,
+        world_size=args.world_size,
+        ip=args.ip,
+        port=args.port,
+        group_offset=args.group_offset,
+    )
     if result is not None:
         print("\n" + results_table(result))
         print(f"run folder: {result['run_dir']}")
@@ -102,6 +131,7 @@ def run_recbole_main(argv=None):
     return 0
 
 
+@bad_input_exits_2
 def run_speed_main(argv=None):
     """``run_speed``: time training steps, evaluation and memory of the regimes and models.
 
@@ -125,20 +155,17 @@ def run_speed_main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", default="results/speed", help="folder for speed.json and speed.md")
     args, rest = parser.parse_known_args(argv)
-    try:
-        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
-        report = run_speed_benchmark(
-            args.dataset, args.config_files.split() if args.config_files else None, overrides,
-            variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out, threads=args.threads,
-        )
-    except BAD_INPUT as err:
-        print(f"run_speed: error: {err}", file=sys.stderr)
-        return 2
+    report = run_speed_benchmark(
+        args.dataset, config_files(args.config_files) or None, parsed_overrides(rest),
+        variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out,
+        threads=args.threads,
+    )
     print(speed_table(report))
     print(f"written to {args.out}")
     return 0
 
 
+@bad_input_exits_2
 def run_time_to_quality_main(argv=None):
     """``run_time_to_quality``: train each run of a spec to early stop; report time and quality.
 
@@ -158,13 +185,8 @@ def run_time_to_quality_main(argv=None):
     parser.add_argument("--runs", default=None,
                         help="labels of the runs to run, separated by '|' (default: all; the first is the reference)")
     args, rest = parser.parse_known_args(argv)
-    try:
-        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
-        labels = [label.strip() for label in args.runs.split("|")] if args.runs else None
-        report = run_time_to_quality(args.spec, args.out, overrides, labels)
-    except BAD_INPUT as err:
-        print(f"run_time_to_quality: error: {err}", file=sys.stderr)
-        return 2
+    labels = [label.strip() for label in args.runs.split("|")] if args.runs else None
+    report = run_time_to_quality(args.spec, args.out, parsed_overrides(rest), labels)
     print(ttq_table(report))
     print(f"written to {args.out}")
     return 0
@@ -198,6 +220,7 @@ def run_scan_bench_main(argv=None):
     return 0
 
 
+@bad_input_exits_2
 def run_tune_main(argv=None):
     """``run_tune``: a Ray Tune sweep over a sweep file's space (see yaml/tune/).
 
@@ -234,19 +257,14 @@ def run_tune_main(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue the sweep in --out")
     args, rest = parser.parse_known_args(argv)
     out = args.out or str(Path("results") / "tune" / Path(args.space).stem)
-    try:
-        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
-        report = run_tune(
-            args.space, args.model, args.dataset, args.config_files.split() if args.config_files else None,
-            overrides, out, scheduler=args.scheduler, max_epochs=args.max_epochs, grace_period=args.grace_period,
-            reduction_factor=args.reduction_factor, num_samples=args.num_samples, search=args.search,
-            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-            max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
-            num_cpus=args.num_cpus, resume=args.resume,
-        )
-    except BAD_INPUT as err:
-        print(f"run_tune: error: {err}", file=sys.stderr)
-        return 2
+    report = run_tune(
+        args.space, args.model, args.dataset, config_files(args.config_files) or None,
+        parsed_overrides(rest), out, scheduler=args.scheduler, max_epochs=args.max_epochs,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, num_samples=args.num_samples,
+        search=args.search, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures, address=args.address,
+        num_cpus=args.num_cpus, resume=args.resume,
+    )
     print((Path(out) / "results.md").read_text(encoding="utf-8"))
     print(f"written to {out}: trials.csv, results.md, best.yaml, report.json, {', '.join(report['plots'])}")
     unfinished = [t for t in report["trials"] if t["stop_reason"] in ("not started", "running", "no epoch finished")]
@@ -255,6 +273,7 @@ def run_tune_main(argv=None):
     return 0
 
 
+@bad_input_exits_2
 def run_bench_main(argv=None):
     """``run_bench``: a benchmark suite (models × datasets × seeds), then its report.
 
@@ -283,22 +302,18 @@ def run_bench_main(argv=None):
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     parser.add_argument("--report-only", action="store_true", help="only (re)write the report from saved cells")
     args, rest = parser.parse_known_args(argv)
-    try:
-        overrides = {k: parse_value(v) for k, v in parse_overrides(rest).items()}
-        datasets = args.datasets.split(",") if args.datasets else None
-        if args.report_only:
-            suite = Suite.from_file(args.suite)
-            if datasets:
-                suite.datasets = datasets
-            out = Path(args.out or Path("results") / "bench" / suite.name)
-            summary = {"failed": [], "report": write_report(suite, out)}
-        else:
-            summary = run_suite(args.suite, args.out, args.executor, args.cpus_per_cell, args.address,
-                                args.num_cpus, overrides, datasets)
-            out = Path(args.out or Path("results") / "bench" / Suite.from_file(args.suite).name)
-    except BAD_INPUT as err:
-        print(f"run_bench: error: {err}", file=sys.stderr)
-        return 2
+    overrides = parsed_overrides(rest)
+    datasets = args.datasets.split(",") if args.datasets else None
+    if args.report_only:
+        suite = Suite.from_file(args.suite)
+        if datasets:
+            suite.datasets = datasets
+        out = Path(args.out or Path("results") / "bench" / suite.name)
+        summary = {"failed": [], "report": write_report(suite, out)}
+    else:
+        summary = run_suite(args.suite, args.out, args.executor, args.cpus_per_cell, args.address,
+                            args.num_cpus, overrides, datasets)
+        out = Path(args.out or Path("results") / "bench" / Suite.from_file(args.suite).name)
     print((out / "results.md").read_text(encoding="utf-8"))
     if not args.report_only:
         print(f"cells run: {summary['ran']}, already done: {summary['skipped']}, failed: {len(summary['failed'])}")

@@ -55,7 +55,7 @@ OVERALL_YAML = registry.YAML_DIR / "overall.yaml"
 DATASET_YAML_DIR = registry.YAML_DIR / "dataset"
 
 # Keys that belong to the plugin's model families: an unread one is an error, not a warning.
-PLUGIN_PREFIXES = ("moe_", "mamba_", "rope_", "hyp_", "vgae_", "graph_", "fuxi_")
+PLUGIN_PREFIXES = ("moe_", "mamba_", "rope_", "hyp_", "vgae_", "graph_")
 _DEFAULT_NEG_SAMPLING = {"distribution": "uniform", "sample_num": 1}
 # A batch of the all_positions regime holds whole sequences, not single targets: RecBole's 2048
 # would be one step per ml-100k epoch. 128 is SASRec's original batch size (a default only).

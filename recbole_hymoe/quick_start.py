@@ -8,7 +8,6 @@ JSON) and, for MoE models, the per-epoch expert telemetry.
 
 import json
 import logging
-import os
 import platform
 import sys
 import time
@@ -28,6 +27,7 @@ from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.trainer import build_trainer
 from recbole_hymoe.resume import load_training_state, restore_training_state, save_training_state
+from recbole_hymoe.utils import write_atomic
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
 TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10", "hit@50", "ndcg@50")
@@ -311,14 +311,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return str(value)
-
-
-def write_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file, so no reader sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _write_run_folder(run_dir, config, result):

@@ -22,18 +22,18 @@ from recbole.evaluator.register import metric_types, metrics_dict
 from recbole.utils import EvaluatorType
 
 from recbole_hymoe.models.params import (
+    Boolean,
+    Choice,
+    Integer,
+    Nullable,
+    Number,
     Param,
     anything,
-    boolean,
-    choice,
     either,
-    integer,
     keyed,
     list_of,
     mapping,
     name,
-    number,
-    optional,
     param_problems,
     text,
 )
@@ -152,7 +152,7 @@ def metric_names():
 
 def cutoffs():
     """Check ``topk``: a positive integer or a list of them."""
-    positive = integer(1)
+    positive = Integer(1)
 
     def check(value):
         ks = [value] if isinstance(value, int) and not isinstance(value, bool) else value
@@ -172,7 +172,7 @@ def split_ratios():
     """
 
     def check(value):
-        list_of(number(0.0), length=3)(value)
+        list_of(Number(0.0), length=3)(value)
         if value[0] <= 0:
             raise ValueError("needs a positive training ratio (the first of the three)")
         return value
@@ -199,7 +199,7 @@ def eval_modes():
 
 def split_args():
     """Check ``eval_args['split']``: ``{'LS': mode}``, ``{'RS': ratios}`` or ``{'TS': ratios}``."""
-    checks = {"LS": choice(*LEAVE_ONE_OUT_MODES), "RS": split_ratios(), "TS": split_ratios()}
+    checks = {"LS": Choice(*LEAVE_ONE_OUT_MODES), "RS": split_ratios(), "TS": split_ratios()}
 
     def check(value):
         if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in checks:
@@ -217,7 +217,7 @@ def split_args():
 
 def eval_args():
     """Check the shape of ``eval_args`` (what each model type may use is checked separately)."""
-    parts = {"split": split_args(), "order": choice("RO", "TO"), "group_by": choice("user", "none", None),
+    parts = {"split": split_args(), "order": Choice("RO", "TO"), "group_by": Choice("user", "none", None),
              "mode": eval_modes()}
 
     def check(value):
@@ -245,10 +245,10 @@ def clip_args():
     RecBole calls ``clip_grad_norm_(params, **clip_grad_norm)`` at the first training step, so a
     bare number fails there; a max_norm ≤ 0 would zero or flip every gradient.
     """
-    positive = number(0.0, min_exclusive=True)
+    positive = Number(0.0, min_exclusive=True)
     args = keyed(CLIP_GRAD_NORM_KEYS, ("max_norm",), max_norm=positive,
-                 norm_type=either(positive, choice("inf"), message="must be a number > 0 or 'inf'"),
-                 error_if_nonfinite=boolean(), foreach=optional(boolean()))
+                 norm_type=either(positive, Choice("inf"), message="must be a number > 0 or 'inf'"),
+                 error_if_nonfinite=Boolean(), foreach=Nullable(Boolean()))
 
     def check(value):
         if value == {}:
@@ -265,7 +265,7 @@ def _field_list():
 
 
 def _columns():
-    return optional(mapping(text(), _field_list()))
+    return Nullable(mapping(text(), _field_list()))
 
 
 # Keys of RecBole's properties/overall.yaml and dataset YAML (and the package's yaml/overall.yaml),
@@ -273,101 +273,101 @@ def _columns():
 RECBOLE_PARAMS = (
     # environment
     Param("gpu_id", gpu_ids()),
-    Param("use_gpu", boolean()),
-    Param("worker", integer(0)),
-    Param("seed", integer(0, 2**32 - 1)),  # init_seed: numpy's seed range
-    Param("reproducibility", boolean()),
-    Param("state", optional(name(*LOG_LEVELS))),
+    Param("use_gpu", Boolean()),
+    Param("worker", Integer(0)),
+    Param("seed", Integer(0, 2**32 - 1)),  # init_seed: numpy's seed range
+    Param("reproducibility", Boolean()),
+    Param("state", Nullable(name(*LOG_LEVELS))),
     Param("data_path", text()),
     Param("checkpoint_dir", folder()),
-    Param("show_progress", boolean()),
-    Param("save_dataset", boolean()),
-    Param("dataset_save_path", optional(text())),
-    Param("save_dataloaders", boolean()),
-    Param("dataloaders_save_path", optional(text())),
-    Param("log_wandb", boolean()),
+    Param("show_progress", Boolean()),
+    Param("save_dataset", Boolean()),
+    Param("dataset_save_path", Nullable(text())),
+    Param("save_dataloaders", Boolean()),
+    Param("dataloaders_save_path", Nullable(text())),
+    Param("log_wandb", Boolean()),
     Param("wandb_project", text()),
-    Param("shuffle", boolean()),
+    Param("shuffle", Boolean()),
     # training
-    Param("epochs", integer(0)),
-    Param("train_batch_size", integer(1)),
+    Param("epochs", Integer(0)),
+    Param("train_batch_size", Integer(1)),
     Param("learner", name(*LEARNERS)),
-    Param("learning_rate", number(0.0)),  # torch's optimizers refuse lr < 0
-    Param("train_neg_sample_args", optional(keyed(
-        NEG_SAMPLE_KEYS, distribution=optional(choice("uniform", "popularity", "none", "None")),
-        sample_num=either(integer(1), choice("none"), message="must be an integer >= 1"),
-        alpha=either(number(), choice("none"), message="must be a number"),
-        dynamic=boolean(), candidate_num=integer(0)))),
-    Param("eval_step", integer(0)),  # 0: never validate (Trainer.fit)
-    Param("stopping_step", integer(0)),
-    Param("clip_grad_norm", optional(clip_args())),
-    Param("weight_decay", number(0.0)),  # torch's optimizers refuse weight_decay < 0
-    Param("loss_decimal_place", optional(integer(0))),
-    Param("require_pow", boolean()),
-    Param("enable_amp", boolean()),
-    Param("enable_scaler", boolean()),
-    Param("transform", optional(choice(*TRANSFORMS))),
+    Param("learning_rate", Number(0.0)),  # torch's optimizers refuse lr < 0
+    Param("train_neg_sample_args", Nullable(keyed(
+        NEG_SAMPLE_KEYS, distribution=Nullable(Choice("uniform", "popularity", "none", "None")),
+        sample_num=either(Integer(1), Choice("none"), message="must be an integer >= 1"),
+        alpha=either(Number(), Choice("none"), message="must be a number"),
+        dynamic=Boolean(), candidate_num=Integer(0)))),
+    Param("eval_step", Integer(0)),  # 0: never validate (Trainer.fit)
+    Param("stopping_step", Integer(0)),
+    Param("clip_grad_norm", Nullable(clip_args())),
+    Param("weight_decay", Number(0.0)),  # torch's optimizers refuse weight_decay < 0
+    Param("loss_decimal_place", Nullable(Integer(0))),
+    Param("require_pow", Boolean()),
+    Param("enable_amp", Boolean()),
+    Param("enable_scaler", Boolean()),
+    Param("transform", Nullable(Choice(*TRANSFORMS))),
     # evaluation
     Param("eval_args", eval_args()),
-    Param("repeatable", boolean()),
+    Param("repeatable", Boolean()),
     Param("metrics", metric_names()),
     Param("topk", cutoffs()),
     Param("valid_metric", text()),
-    Param("eval_batch_size", integer(1)),
-    Param("metric_decimal_place", integer(0)),
+    Param("eval_batch_size", Integer(1)),
+    Param("metric_decimal_place", Integer(0)),
     # atomic files and fields
     Param("field_separator", text()),
     Param("seq_separator", text()),
-    Param("encoding", optional(encoding())),
+    Param("encoding", Nullable(encoding())),
     Param("USER_ID_FIELD", text()),
     Param("ITEM_ID_FIELD", text()),
-    Param("RATING_FIELD", optional(text())),
-    Param("TIME_FIELD", optional(text())),
+    Param("RATING_FIELD", Nullable(text())),
+    Param("TIME_FIELD", Nullable(text())),
     Param("LABEL_FIELD", text()),
     Param("NEG_PREFIX", text()),
-    Param("seq_len", optional(mapping(text(), integer(1)))),
-    Param("threshold", optional(mapping(text(), anything))),
+    Param("seq_len", Nullable(mapping(text(), Integer(1)))),
+    Param("threshold", Nullable(mapping(text(), anything))),
     Param("numerical_features", _field_list()),
-    Param("load_col", optional(mapping(text(), either(_field_list(), choice("*"),
+    Param("load_col", Nullable(mapping(text(), either(_field_list(), Choice("*"),
                                                       message="must be a list of fields or '*'")))),
     Param("unload_col", _columns()),
     Param("unused_col", _columns()),
-    Param("additional_feat_suffix", optional(either(text(), list_of(text()),
+    Param("additional_feat_suffix", Nullable(either(text(), list_of(text()),
                                                     message="must be a suffix or a list of them"))),
-    Param("benchmark_filename", optional(list_of(text(), length=3))),  # data_preparation unpacks 3 splits
+    Param("benchmark_filename", Nullable(list_of(text(), length=3))),  # data_preparation unpacks 3 splits
     # filtering and preprocessing
-    Param("rm_dup_inter", optional(choice("first", "last"))),
-    Param("val_interval", optional(mapping(text(), either(intervals(), list_of(anything),
+    Param("rm_dup_inter", Nullable(Choice("first", "last"))),
+    Param("val_interval", Nullable(mapping(text(), either(intervals(), list_of(anything),
                                                           message="must be an interval string or a list of tokens")))),
-    Param("filter_inter_by_user_or_item", boolean()),
-    Param("user_inter_num_interval", optional(intervals())),
-    Param("item_inter_num_interval", optional(intervals())),
-    Param("alias_of_user_id", optional(_field_list())),
-    Param("alias_of_item_id", optional(_field_list())),
-    Param("alias_of_entity_id", optional(_field_list())),
-    Param("alias_of_relation_id", optional(_field_list())),
-    Param("preload_weight", optional(mapping(text(), text()))),
-    Param("normalize_field", optional(_field_list())),
-    Param("normalize_all", optional(boolean())),
-    Param("discretization", optional(mapping(text(), anything))),
+    Param("filter_inter_by_user_or_item", Boolean()),
+    Param("user_inter_num_interval", Nullable(intervals())),
+    Param("item_inter_num_interval", Nullable(intervals())),
+    Param("alias_of_user_id", Nullable(_field_list())),
+    Param("alias_of_item_id", Nullable(_field_list())),
+    Param("alias_of_entity_id", Nullable(_field_list())),
+    Param("alias_of_relation_id", Nullable(_field_list())),
+    Param("preload_weight", Nullable(mapping(text(), text()))),
+    Param("normalize_field", Nullable(_field_list())),
+    Param("normalize_all", Nullable(Boolean())),
+    Param("discretization", Nullable(mapping(text(), anything))),
     # sequences
     Param("ITEM_LIST_LENGTH_FIELD", text()),
     Param("LIST_SUFFIX", text()),
-    Param("MAX_ITEM_LIST_LENGTH", integer(1)),
+    Param("MAX_ITEM_LIST_LENGTH", Integer(1)),
     Param("POSITION_FIELD", text()),
     # knowledge graphs
     Param("HEAD_ENTITY_ID_FIELD", text()),
     Param("TAIL_ENTITY_ID_FIELD", text()),
     Param("RELATION_ID_FIELD", text()),
     Param("ENTITY_ID_FIELD", text()),
-    Param("kg_reverse_r", boolean()),
-    Param("entity_kg_num_interval", optional(intervals())),
-    Param("relation_kg_num_interval", optional(intervals())),
+    Param("kg_reverse_r", Boolean()),
+    Param("entity_kg_num_interval", Nullable(intervals())),
+    Param("relation_kg_num_interval", Nullable(intervals())),
     # the package's own (yaml/overall.yaml; train_regime and friends: data.check_regime)
-    Param("allow_download", boolean()),
-    Param("run_dir", optional(folder())),
-    Param("train_length_bucketing", boolean()),
-    Param("eval_exclude_history", boolean()),
+    Param("allow_download", Boolean()),
+    Param("run_dir", Nullable(folder())),
+    Param("train_length_bucketing", Boolean()),
+    Param("eval_exclude_history", Boolean()),
 )
 
 

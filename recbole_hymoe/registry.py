@@ -27,8 +27,7 @@ from recbole.config.configurator import Config as _RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_hymoe.errors import UnknownModelError
-
-YAML_DIR = Path(__file__).resolve().parent.parent / "yaml"
+from recbole_hymoe.paths import YAML_DIR
 
 _KIND_PACKAGES = {
     ModelType.GENERAL: "general_recommender",

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.utils import atomic_path
 
 STATE_FILE = "training_state.pth"
 # Settings a continued run may change: they do not alter what the finished epochs computed.
@@ -63,10 +64,8 @@ def save_training_state(run_dir, trainer, train_data, history, moe_history, trai
         "resumed_at": resumed_at,
         "rng": _rng_states(train_data),
     }
-    target = state_file(run_dir)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, target)
+    with atomic_path(state_file(run_dir)) as tmp:
+        torch.save(state, tmp)
 
 
 def load_training_state(run_dir, settings):

@@ -92,6 +92,18 @@ def build_data(model, overrides):
     return config, dataset, train_data, valid_data, test_data
 
 
+def build_model(model, overrides, dataset, **extra):
+    """Plugin model ``model`` (a class) configured by ``overrides`` and ``extra`` on ``dataset``.
+
+    ``dataset`` is a RecBole dataset from :func:`build_data` (e.g. ``train_data._dataset``); the
+    model is in training mode, as RecBole builds it.
+    """
+    from recbole_hymoe import Config
+
+    config = Config(model.__name__, overrides.get("dataset", "mini"), config_dict={**overrides, **extra})
+    return model(config, dataset)
+
+
 def first_batch(loader):
     """The first training batch of a RecBole loader."""
     return next(iter(loader))

@@ -20,11 +20,12 @@ import torch
 from recbole.evaluator.metrics import MRR, NDCG, Hit
 
 import recbole_hymoe  # noqa: F401  (repairs RecBole, registers the models)
-from recbole_hymoe.bench.speed import PeakRSS
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config
 from recbole_hymoe.nn.moe import SparseMoE
-from recbole_hymoe.quick_start import build_pipeline, versions, write_atomic
+from recbole_hymoe.paths import portable
+from recbole_hymoe.quick_start import build_pipeline, versions
+from recbole_hymoe.utils import PeakRSS, write_atomic
 
 RESULT_FILE = "result.json"
 PER_USER_FILE = "per_user.npz"
@@ -103,7 +104,7 @@ def expert_usage_by_tier(model, data, tiers):
     try:
         for batch in data:
             interaction = batch[0] if isinstance(batch, tuple) else batch
-            item_seq, item_seq_len, inputs = model._inputs(interaction.to(model.device))
+            item_seq, item_seq_len, inputs = model.encoder_inputs(interaction.to(model.device))
             model.encode(item_seq, item_seq_len, **inputs)
             token_tiers = tiers[item_seq[item_seq != 0].cpu().numpy()]
             for name, topk_idx in current.items():
@@ -175,7 +176,7 @@ def run_cell(spec):
         "expert_usage_by_tier": usage,
         "tiers": [name for name, _ in POPULARITY_TIERS],
         "overrides": spec["overrides"],
-        "config_files": spec.get("config_files") or [],
+        "config_files": [portable(path) for path in spec.get("config_files") or []],
         "versions": versions(),
     }
     np.savez_compressed(cell_dir / PER_USER_FILE, **per_user)

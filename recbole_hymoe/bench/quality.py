@@ -17,7 +17,6 @@ group (mean ± std). ``wall_s`` in ``results.json`` adds up the invocations that
 """
 
 import json
-import re
 import statistics
 import time
 from pathlib import Path
@@ -26,20 +25,25 @@ import torch
 import yaml
 
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.quick_start import run, write_atomic
+from recbole_hymoe.paths import find_file, portable
+from recbole_hymoe.quick_start import run
 from recbole_hymoe.resume import state_file
+from recbole_hymoe.utils import slug, write_atomic
 
 REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
 
 def load_spec(path):
-    """Read and check a time-to-quality spec file.
+    """Read and check a time-to-quality spec file (``yaml/experiment/…`` also names the package's).
 
     Raises:
         ConfigError: a required field is missing or malformed (all problems at once).
     """
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f) or {}
+    try:
+        with open(find_file(path), encoding="utf-8") as f:
+            spec = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"spec file not found: {path}") from None
     problems = [f"missing {key!r}" for key in ("dataset", "runs") if key not in spec]
     for i, entry in enumerate(spec.get("runs") or []):
         if not isinstance(entry, dict) or not {"label", "model"} <= set(entry):
@@ -70,11 +74,6 @@ def expand_seeds(runs):
                 run_entry["overrides"] = {**(entry.get("overrides") or {}), "seed": seed}
             expanded.append(run_entry)
     return expanded
-
-
-def slug(label):
-    """Folder name for a run label."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
 
 
 def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
@@ -116,13 +115,14 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
         if result is None or _has_more(run_dir, result, config.get("epochs")):
             earlier_wall = result.get("wall_s", 0.0) if result else 0.0
             start = time.perf_counter()
-            result = run(entry["model"], spec["dataset"], spec.get("config_files"), config)
+            config_files = [find_file(f) for f in spec.get("config_files") or []] or None
+            result = run(entry["model"], spec["dataset"], config_files, config)
             result["wall_s"] = round(earlier_wall + time.perf_counter() - start, 1)
             write_atomic(done, json.dumps(result, indent=2, default=str))
         results.append({"label": entry["label"], "group": entry["group"],
                         "reference": entry.get("reference", first), **result})
     rows = summarise(results)
-    report = {"spec": str(spec_file), "dataset": spec["dataset"], "threads": spec.get("threads"),
+    report = {"spec": portable(spec_file), "dataset": spec["dataset"], "threads": spec.get("threads"),
               "rows": rows, "groups": summarise_groups(rows)}
     write_atomic(out_dir / "ttq.json", json.dumps(report, indent=2, default=str))
     write_atomic(out_dir / "ttq.md", ttq_table(report))
@@ -176,7 +176,7 @@ def summarise(results):
             "to_reference_s": reached,
             "to_reference_ratio": None if reached is None or not reference_time else reached / reference_time,
             "test": {m: result["test_result"].get(m) for m in REPORT_METRICS},
-            "run_dir": result["run_dir"],
+            "run_dir": portable(result["run_dir"]),
         })
     return rows
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from recbole_hymoe.bench.cell import PER_USER_FILE, RESULT_FILE
 from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
-from recbole_hymoe.quick_start import write_atomic
+from recbole_hymoe.paths import portable
+from recbole_hymoe.utils import write_atomic
 
 TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10")
 KEY_METRIC = "ndcg@10"
@@ -34,7 +35,7 @@ def load_cells(suite, out_dir):
         result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
         with np.load(folder / PER_USER_FILE) as per_user:
             result["per_user"] = {k: per_user[k] for k in per_user.files}
-        result.update(role=spec["role"], dir=str(folder))
+        result.update(role=spec["role"], dir=portable(folder, within=out_dir))
         cells.append(result)
     return cells
 
@@ -100,8 +101,9 @@ def _fmt(pair, digits=4):
 
 def markdown(suite, summary):
     """Markdown tables, one per dataset."""
+    protocol = portable(suite.protocol) if suite.protocol else "package default (yaml/protocol/loo-full.yaml)"
     lines = [f"# Benchmark suite {suite.name}", "",
-             f"Protocol: {suite.protocol or 'package default (yaml/protocol/loo-full.yaml)'}; tuning budget per "
+             f"Protocol: {protocol}; tuning budget per "
              f"model: {suite.tuning_budget}. Test metrics of the best-validation checkpoint, mean ± std over "
              f"seeds; gain = relative NDCG@10 gain over {suite.reference}; p = paired two-sided Wilcoxon "
              "signed-rank test of per-user test NDCG@10 against the best baseline (users × seeds pooled).", ""]

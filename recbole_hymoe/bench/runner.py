@@ -16,6 +16,7 @@ from recbole_hymoe.bench.cell import RESULT_FILE
 from recbole_hymoe.bench.report import write_report
 from recbole_hymoe.bench.suite import Suite
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.utils import init_ray
 
 EXECUTORS = ("local", "ray", "inline")  # inline: in this process (tests, debugging; no per-cell memory)
 
@@ -34,9 +35,7 @@ def _run_local(spec):
 def _run_ray(specs, cpus_per_cell, address, num_cpus):
     import ray
 
-    from recbole_hymoe.tuning.runner import _init_ray
-
-    _init_ray(address, num_cpus)
+    init_ray(address, num_cpus)
 
     @ray.remote(num_cpus=cpus_per_cell, max_calls=1)  # a fresh worker per cell: clean memory figures
     def cell_task(spec):

@@ -14,9 +14,8 @@ from pathlib import Path
 import psutil
 import torch
 
-from recbole_hymoe.bench.speed import PeakRSS
 from recbole_hymoe.nn import scan as scan_module
-from recbole_hymoe.quick_start import write_atomic
+from recbole_hymoe.utils import PeakRSS, write_atomic
 
 INPUT_NAMES = ("u", "delta", "A", "B", "C")
 

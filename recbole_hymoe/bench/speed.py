@@ -27,7 +27,6 @@ Measured per variant:
 import gc
 import json
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import prepare_data
-from recbole_hymoe.quick_start import write_atomic
 from recbole_hymoe.trainer import build_trainer
+from recbole_hymoe.utils import PeakRSS, write_atomic
 
 
 @dataclass
@@ -72,32 +71,6 @@ MAMBA_VARIANTS = (
     Variant("HM2Rec (all_positions)", "HM2Rec", {"train_regime": "all_positions"}),
 )
 VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS}
-
-
-class PeakRSS:
-    """Sample this process's resident memory in a background thread; keep the maximum."""
-
-    def __init__(self, interval=0.005):
-        self.interval = interval
-        self.peak = 0
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.peak = self._process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def matmul_gflop(fn):

@@ -18,7 +18,6 @@ A suite file (``yaml/bench/*.yaml``)::
          config_files: [yaml/dataset/beauty-host.yaml]}   # read after the protocol, before overrides
 """
 
-import re
 from pathlib import Path
 
 import yaml
@@ -28,22 +27,12 @@ from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import ALL_POSITIONS_BUILTINS
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError
+from recbole_hymoe.paths import find_file
+from recbole_hymoe.utils import slug
 
 ROLES = ("ours", "baseline")
 SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
               "reference", "tuning_budget", "models"}
-
-
-def _resolve(path):
-    """A file path as given, or relative to the package checkout (suites name ``yaml/…`` files)."""
-    if path is None or Path(path).is_file():
-        return path
-    candidate = registry.YAML_DIR.parent / path
-    return str(candidate) if candidate.is_file() else path
-
-
-def _slug(text):
-    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
 
 
 class Suite:
@@ -61,7 +50,7 @@ class Suite:
                 problems.append(f"missing {key!r}")
         self.source = source
         self.name = data.get("name", Path(source).stem)
-        self.protocol = _resolve(data.get("protocol"))
+        self.protocol = find_file(data.get("protocol"))
         self.datasets = list(data.get("datasets") or [])
         self.seeds = list(data.get("seeds") or [])
         self.train_regime = data.get("train_regime", "all_positions")
@@ -76,7 +65,7 @@ class Suite:
             role = entry.get("role", "baseline")
             if role not in ROLES:
                 problems.append(f"models[{i}].role {role!r} is not one of {ROLES}")
-            files = [_resolve(f) for f in entry.get("config_files") or []]
+            files = [find_file(f) for f in entry.get("config_files") or []]
             problems += [f"models[{i}].config_files: {f} not found" for f in files if not Path(f).is_file()]
             self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
                                 "role": role, "overrides": dict(entry.get("overrides") or {}),
@@ -94,9 +83,9 @@ class Suite:
 
     @classmethod
     def from_file(cls, path):
-        """Read a suite file."""
+        """Read a suite file (``yaml/bench/…`` also names the package's own suites)."""
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(find_file(path), encoding="utf-8") as f:
                 return cls(yaml.safe_load(f), source=str(path))
         except FileNotFoundError:
             raise ConfigError(f"suite file not found: {path}") from None
@@ -125,7 +114,7 @@ class Suite:
                         "dataset": dataset, "seed": seed,
                         "config_files": [str(f) for f in self.config_files(entry)],
                         "overrides": self.cell_overrides(entry, dataset, extra),
-                        "dir": str(Path(out_dir).resolve() / "cells" / _slug(dataset) / _slug(entry["label"])
+                        "dir": str(Path(out_dir).resolve() / "cells" / slug(dataset) / slug(entry["label"])
                                    / f"seed-{seed}"),
                     })
         return specs

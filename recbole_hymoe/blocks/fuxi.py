@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recbole_hymoe.nn.dropout import Dropout
-from recbole_hymoe.nn.moe import Experts, LinearExperts, SparseMoE
+from recbole_hymoe.nn.moe import Experts, LinearExperts
 from recbole_hymoe.nn.relative_bias import RelativePositionBias, RelativeTimeBias
 
 MOE_TARGETS = ("ffn", "w_o", "w_u")
@@ -49,18 +49,20 @@ class FuXiBlock(nn.Module):
         max_len (int): L_max.
         num_time_buckets (int): temporal-channel buckets (0 = no temporal channel).
         single_stage (bool): drop the SwiGLU stage (the paper's "w/o MFFN").
-        moe (dict, optional): replace ``target`` (``ffn`` | ``w_o`` | ``w_u``) by a
-            :class:`~recbole_hymoe.nn.moe.SparseMoE` with keys ``target``, ``num_experts``,
-            ``top_k``, ``router``, ``balance_loss``, ``balance_weight``, ``z_loss_weight``.
+        moe (MoESettings, optional): replace ``moe_target`` by a
+            :class:`~recbole_hymoe.nn.moe.SparseMoE` with these settings; None = FuXi-α's block.
+        moe_target (str, optional): what the MoE replaces, one of :data:`MOE_TARGETS` (with ``moe``).
     """
 
     def __init__(self, width, n_heads, qk_head_dim, v_head_dim, ffn_inner, dropout_prob, max_len,
-                 num_time_buckets=128, single_stage=False, moe=None):
+                 num_time_buckets=128, single_stage=False, moe=None, moe_target=None):
         super().__init__()
         self.n_heads, self.qk_dim, self.v_dim, self.max_len = n_heads, qk_head_dim, v_head_dim, max_len
         self.channels = 3 if num_time_buckets else 2
         self.u_width = self.channels * n_heads * v_head_dim
-        self.moe_target = None if moe is None else moe["target"]
+        if moe is not None and moe_target not in MOE_TARGETS:
+            raise ValueError(f"moe_target={moe_target!r} is not one of {MOE_TARGETS}")
+        self.moe_target = None if moe is None else moe_target
         u_in_projection = self.moe_target != "w_u"
         projected = (self.u_width if u_in_projection else 0) + n_heads * (v_head_dim + 2 * qk_head_dim)
         self.uvqk = nn.Linear(width, projected, bias=False)
@@ -78,14 +80,12 @@ class FuXiBlock(nn.Module):
             if self.moe_target == "ffn":
                 if single_stage:
                     raise ValueError("moe target 'ffn' needs the SwiGLU stage (single_stage=False)")
-                experts = Experts(moe["num_experts"], width, ffn_inner, activation="silu", gated=True, bias=False)
+                experts = Experts(moe.num_experts, width, ffn_inner, activation="silu", gated=True, bias=False)
             elif self.moe_target == "w_o":
-                experts = LinearExperts(moe["num_experts"], self.u_width, width, bias=True)
+                experts = LinearExperts(moe.num_experts, self.u_width, width, bias=True)
             else:
-                experts = LinearExperts(moe["num_experts"], width, self.u_width, bias=False)
-            self.moe = SparseMoE(experts, moe["top_k"], router=moe["router"], router_size=width,
-                                 balance_loss=moe["balance_loss"], balance_weight=moe["balance_weight"],
-                                 z_loss_weight=moe["z_loss_weight"])
+                experts = LinearExperts(moe.num_experts, width, self.u_width, bias=False)
+            self.moe = moe.layer(experts, router_size=width)
 
     def _moe(self, x, mask, route_from, set_embedding):
         """Run the MoE on the real tokens; the router sees ``route_from`` (+ the set embedding)."""

@@ -49,4 +49,4 @@ class TransformerMoELayer(nn.Module):
         hidden = self.attention(hidden, attn_mask, query_index)
         if query_index is not None:
             mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)  # [B, 1]
-        return self.feed_forward(hidden, mask, warmup)
+        return self.feed_forward(hidden, mask, warmup=warmup)

@@ -1,11 +1,12 @@
 """Shared plumbing of the package's sequential recommenders.
 
-Every plugin model subclasses :class:`MoESequentialRecommender` and provides ``PARAMS`` (the
+Every plugin model subclasses :class:`PluginSequentialRecommender` and provides ``PARAMS`` (the
 keys it reads), ``encode`` (per-position hidden states and the auxiliary loss) and its item
-table; strict config reads, both training regimes (``prefix``: loss at the last position;
-``all_positions``: loss at every real position, see :mod:`recbole_hymoe.data`), the CE / BPR /
-sampled-softmax losses, ``predict``, ``full_sort_predict``, the MoE step counter and expert
-telemetry live here once.
+table; strict config reads, the MoE settings (read and checked once, handed to every block),
+the encoder's layer loop (:func:`run_layers`), both training regimes (``prefix``: loss at the
+last position; ``all_positions``: loss at every real position, see :mod:`recbole_hymoe.data`),
+the CE / BPR / sampled-softmax losses, ``predict``, ``full_sort_predict``, the MoE step counter
+and expert telemetry live here once.
 
 Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, H ``hidden_size``, E experts, K top-k.
 """
@@ -18,18 +19,46 @@ from torch import nn
 
 from recbole_hymoe.data import LOSS_START_FIELD
 from recbole_hymoe.errors import ConfigError, listing
-from recbole_hymoe.models.params import Param, choice, integer, number, param_problems
+from recbole_hymoe.models.params import Choice, Integer, Number, Param, param_problems
 from recbole_hymoe.nn.losses import next_item_loss, next_item_targets
-from recbole_hymoe.nn.moe import Experts, SparseMoE
-from recbole_hymoe.registry import YAML_DIR
+from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts, MoESettings, SparseMoE
+from recbole_hymoe.paths import YAML_DIR
 
 LOSS_TYPES = ("CE", "BPR", "SSM")
 # Loss keys every model reads (models prepend their own keys).
 LOSS_PARAMS = (
-    Param("loss_type", choice(*LOSS_TYPES)),
-    Param("n_negatives", integer(1)),
-    Param("temperature", number(0.0, min_exclusive=True)),
+    Param("loss_type", Choice(*LOSS_TYPES)),
+    Param("n_negatives", Integer(1)),
+    Param("temperature", Number(0.0, min_exclusive=True)),
 )
+# The keys of every model's MoE layers: an MoE model lists them in its PARAMS and gets them read,
+# checked and handed to its blocks as one MoESettings (``self.moe_settings``).
+MOE_PARAMS = (
+    Param("moe_num_experts", Integer(0)),
+    Param("moe_top_k", Integer()),
+    Param("moe_router", Choice(*ROUTERS)),
+    Param("moe_balance_loss", Choice(*BALANCE_LOSSES)),
+    Param("moe_balance_weight", Number(0.0)),
+    Param("moe_z_loss_weight", Number(0.0)),
+)
+
+
+def read_moe_settings(values):
+    """The MoE settings in checked ``values``; None for a model without the MoE keys or E = 0."""
+    if not values.get("moe_num_experts"):
+        return None
+    return MoESettings(num_experts=values["moe_num_experts"], top_k=values["moe_top_k"],
+                       router=values["moe_router"], balance_loss=values["moe_balance_loss"],
+                       balance_weight=values["moe_balance_weight"], z_loss_weight=values["moe_z_loss_weight"])
+
+
+def moe_problems(values):
+    """Cross-key problems of the MoE keys in ``values`` (none for a model without them)."""
+    experts, top_k = values.get("moe_num_experts", 0), values.get("moe_top_k")
+    if experts > 0 and not 1 <= top_k <= experts:
+        return [f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts} "
+                "(or set moe_num_experts=0 to switch the MoE layers off)"]
+    return []
 
 
 def recbole_init(model, std):
@@ -59,11 +88,36 @@ class EncoderOutput(NamedTuple):
     aux_loss: torch.Tensor
 
 
-class MoESequentialRecommender(SequentialRecommender):
-    """Base class: strict hyperparameters, CE/BPR losses, scoring, step counter, telemetry.
+def run_layers(layers, hidden, item_seq_len, last_only, **inputs):
+    """Apply residual ``layers`` in turn: ``hidden, moe_out = layer(hidden, query_index=…, **inputs)``.
 
-    Subclasses set ``PARAMS`` and implement :meth:`encode`; they may extend
-    :meth:`check_values` with cross-key checks and override :meth:`item_table`.
+    Args:
+        layers (Sequence[nn.Module]): layers returning ``(hidden, MoEOutput or None)``.
+        hidden (FloatTensor): [B, L, H] input states.
+        item_seq_len (LongTensor): [B], number of real items.
+        last_only (bool): the last layer computes only each sequence's last real position
+            (``query_index = item_seq_len - 1``), all a score needs.
+        **inputs: the layers' other arguments (masks, time buckets, w(t), …).
+
+    Returns:
+        EncoderOutput: states [B, L, H] (or [B, 1, H] with ``last_only``) and the summed MoE
+        auxiliary losses.
+    """
+    aux_loss = hidden.new_zeros(())
+    for i, layer in enumerate(layers):
+        query_index = item_seq_len - 1 if last_only and i == len(layers) - 1 else None
+        hidden, moe_out = layer(hidden, query_index=query_index, **inputs)
+        if moe_out is not None:
+            aux_loss = aux_loss + moe_out.aux_loss
+    return EncoderOutput(hidden, aux_loss)
+
+
+class PluginSequentialRecommender(SequentialRecommender):
+    """Base class: strict hyperparameters, MoE settings, CE/BPR losses, scoring, step counter, telemetry.
+
+    Subclasses set ``PARAMS`` (with :data:`MOE_PARAMS` when they have MoE layers) and implement
+    :meth:`encode`; they may extend :meth:`check_values` with cross-key checks and override
+    :meth:`item_table`.
     """
 
     PARAMS = LOSS_PARAMS
@@ -100,11 +154,12 @@ class MoESequentialRecommender(SequentialRecommender):
     @classmethod
     def check_values(cls, values):
         """Return a list of cross-key problems (empty when the combination is valid)."""
-        return []
+        return moe_problems(values)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hparams = self.check_config(config)
+        self.moe_settings = read_moe_settings(self.hparams)  # None: no MoE layer
         self.loss_type = self.hparams["loss_type"]
         self.n_negatives = self.hparams["n_negatives"]
         self.temperature = self.hparams["temperature"]
@@ -136,10 +191,11 @@ class MoESequentialRecommender(SequentialRecommender):
         """
         return {}
 
-    def _inputs(self, interaction):
-        """Item sequence, lengths and extra inputs, padding columns beyond the longest sequence dropped.
+    def encoder_inputs(self, interaction):
+        """Return the arguments of :meth:`encode` for ``interaction``: ``(item_seq, item_seq_len, inputs)``.
 
-        Causal models never read positions after a sequence's end, so the trim changes no value.
+        Padding columns beyond the longest sequence are dropped: causal models never read positions
+        after a sequence's end, so the trim changes no value.
         """
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = interaction[self.ITEM_SEQ]
@@ -160,7 +216,7 @@ class MoESequentialRecommender(SequentialRecommender):
         Returns:
             tuple: FloatTensor [B, H] and the auxiliary loss (scalar).
         """
-        item_seq, item_seq_len, inputs = self._inputs(interaction)
+        item_seq, item_seq_len, inputs = self.encoder_inputs(interaction)
         return self._encode_last(item_seq, item_seq_len, inputs)
 
     def forward(self, item_seq, item_seq_len, **inputs):
@@ -201,7 +257,7 @@ class MoESequentialRecommender(SequentialRecommender):
         """
         last_target = interaction[self.POS_ITEM_ID]
         if self.train_regime == "all_positions":
-            item_seq, item_seq_len, inputs = self._inputs(interaction)
+            item_seq, item_seq_len, inputs = self.encoder_inputs(interaction)
             encoded = self.encode(item_seq, item_seq_len, **inputs)
             targets = next_item_targets(item_seq, item_seq_len, last_target)  # [B, L]
             real = item_seq != 0  # [B, L]

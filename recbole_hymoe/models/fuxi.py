@@ -18,16 +18,16 @@ from torch.nn import functional as F
 
 from recbole_hymoe.blocks.fuxi import MOE_TARGETS, FuXiBlock
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender
-from recbole_hymoe.models.params import Param, boolean, choice, integer, number, optional
+from recbole_hymoe.models.base import LOSS_PARAMS, MOE_PARAMS, EncoderOutput, PluginSequentialRecommender, run_layers
+from recbole_hymoe.models.params import Boolean, Choice, Integer, Nullable, Number, Param
 from recbole_hymoe.nn.dropout import Dropout
-from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts, LinearExperts
+from recbole_hymoe.nn.moe import Experts, LinearExperts
 from recbole_hymoe.nn.relative_bias import next_event_time_deltas, time_buckets
 
 MIN_SET_WIDTH = 16
 
 
-class FuXiAlpha(MoESequentialRecommender):
+class FuXiAlpha(PluginSequentialRecommender):
     """FuXi-α: stacked FuXi blocks (AMS + MFFN) over item and absolute-position embeddings.
 
     Input ``x⁰ = Dropout(E[item]·√d + P[pos]) ⊙ m``; ``n_layers`` :class:`FuXiBlock`; no final
@@ -47,17 +47,17 @@ class FuXiAlpha(MoESequentialRecommender):
     """
 
     PARAMS = (
-        Param("hidden_size", integer(1)),
-        Param("n_layers", integer(1)),
-        Param("n_heads", integer(1)),
-        Param("qk_head_dim", optional(integer(1))),
-        Param("v_head_dim", optional(integer(1))),
-        Param("ffn_multiply", number(0.0, min_exclusive=True)),
-        Param("hidden_dropout_prob", number(0.0, 1.0)),
-        Param("ffn_single_stage", boolean()),
-        Param("use_time_channel", boolean()),
-        Param("num_time_buckets", integer(1)),
-        Param("initializer_range", number(0.0, min_exclusive=True)),
+        Param("hidden_size", Integer(1)),
+        Param("n_layers", Integer(1)),
+        Param("n_heads", Integer(1)),
+        Param("qk_head_dim", Nullable(Integer(1))),
+        Param("v_head_dim", Nullable(Integer(1))),
+        Param("ffn_multiply", Number(0.0, min_exclusive=True)),
+        Param("hidden_dropout_prob", Number(0.0, 1.0)),
+        Param("ffn_single_stage", Boolean()),
+        Param("use_time_channel", Boolean()),
+        Param("num_time_buckets", Integer(1)),
+        Param("initializer_range", Number(0.0, min_exclusive=True)),
         *LOSS_PARAMS,
     )
 
@@ -67,13 +67,8 @@ class FuXiAlpha(MoESequentialRecommender):
         return 1
 
     @classmethod
-    def moe_settings(cls, values):
-        """MoE arguments of each block (None for FuXi-α)."""
-        return None
-
-    @classmethod
     def check_values(cls, values):
-        problems = []
+        problems = super().check_values(values)
         width = values["hidden_size"] // cls.n_sets(values)
         for key in ("qk_head_dim", "v_head_dim"):
             if values[key] is None and width % values["n_heads"]:
@@ -110,14 +105,14 @@ class FuXiAlpha(MoESequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.input_dropout = Dropout(hp["hidden_dropout_prob"])
-        moe = self.moe_settings(hp)
+        moe = self.moe_settings  # None for FuXi-α, which reads no moe_* key
         self.blocks = nn.ModuleList(
             FuXiBlock(self.width, n_heads, qk_dim, v_dim, ffn_inner, hp["hidden_dropout_prob"],
-                      self.max_seq_length, self.num_time_buckets, hp["ffn_single_stage"], moe)
+                      self.max_seq_length, self.num_time_buckets, hp["ffn_single_stage"], moe, hp.get("moe_target"))
             for _ in range(hp["n_layers"])
         )
         self.set_embedding = None
-        if moe is not None and moe["set_embedding"]:
+        if moe is not None and hp["moe_router_set_embedding"]:
             self.set_embedding = nn.Embedding(self.num_sets, self.width)
 
         # init weights (the official FuXi-α reset)
@@ -138,7 +133,9 @@ class FuXiAlpha(MoESequentialRecommender):
                 if layer is not None:
                     nn.init.xavier_uniform_(layer.weight)
             if block.moe is not None:
-                nn.init.xavier_normal_(block.moe.router.proj.weight)
+                for layer in block.moe.router.modules():  # one Linear, or the MLP router's two
+                    if isinstance(layer, nn.Linear):
+                        nn.init.xavier_normal_(layer.weight)
                 self._init_experts(block.moe.experts, std)
 
     @staticmethod
@@ -177,12 +174,8 @@ class FuXiAlpha(MoESequentialRecommender):
         set_embedding = None
         if self.set_embedding is not None:
             set_embedding = self.set_embedding.weight.repeat_interleave(batch, dim=0).unsqueeze(1)  # [M·B, 1, W]
-        aux_loss = x.new_zeros(())
-        for i, block in enumerate(self.blocks):
-            query_index = stream_len - 1 if last_only and i == len(self.blocks) - 1 else None
-            x, moe_out = block(x, stream_mask, buckets, set_embedding, query_index)
-            if moe_out is not None:
-                aux_loss = aux_loss + moe_out.aux_loss
+        x, aux_loss = run_layers(self.blocks, x, stream_len, last_only, mask=stream_mask, time_buckets=buckets,
+                                 set_embedding=set_embedding)
         out_len = x.size(1)
         x = x.view(sets, batch, out_len, width).permute(1, 2, 0, 3).reshape(batch, out_len, sets * width)
         return EncoderOutput(x, aux_loss)  # the M final states concatenated: [B, L (or 1), d]
@@ -214,35 +207,15 @@ class FuxiMME(FuXiAlpha):
     """
 
     PARAMS = FuXiAlpha.PARAMS + (
-        Param("n_embedding_sets", integer(1)),
-        Param("moe_target", choice(*MOE_TARGETS)),
-        Param("moe_num_experts", integer(0)),
-        Param("moe_top_k", integer()),
-        Param("moe_router", choice(*ROUTERS)),
-        Param("moe_router_set_embedding", boolean()),
-        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
-        Param("moe_balance_weight", number(0.0)),
-        Param("moe_z_loss_weight", number(0.0)),
+        Param("n_embedding_sets", Integer(1)),
+        Param("moe_target", Choice(*MOE_TARGETS)),
+        *MOE_PARAMS,
+        Param("moe_router_set_embedding", Boolean()),
     )
 
     @classmethod
     def n_sets(cls, values):
         return values["n_embedding_sets"]
-
-    @classmethod
-    def moe_settings(cls, values):
-        if values["moe_num_experts"] == 0:
-            return None
-        return {
-            "target": values["moe_target"],
-            "num_experts": values["moe_num_experts"],
-            "top_k": values["moe_top_k"],
-            "router": values["moe_router"],
-            "balance_loss": values["moe_balance_loss"],
-            "balance_weight": values["moe_balance_weight"],
-            "z_loss_weight": values["moe_z_loss_weight"],
-            "set_embedding": values["moe_router_set_embedding"],
-        }
 
     @classmethod
     def check_values(cls, values):
@@ -253,9 +226,6 @@ class FuxiMME(FuXiAlpha):
             return [f"n_embedding_sets={sets} leaves sets of width hidden_size/n_embedding_sets={d // sets} "
                     f"< {MIN_SET_WIDTH}; use fewer sets or a larger hidden_size"]
         problems = super().check_values(values)
-        experts, top_k = values["moe_num_experts"], values["moe_top_k"]
-        if experts > 0 and not 1 <= top_k <= experts:
-            problems.append(f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts}")
-        if experts > 0 and values["moe_target"] == "ffn" and values["ffn_single_stage"]:
+        if values["moe_num_experts"] > 0 and values["moe_target"] == "ffn" and values["ffn_single_stage"]:
             problems.append("moe_target='ffn' replaces the SwiGLU stage, which ffn_single_stage=True removes")
         return problems

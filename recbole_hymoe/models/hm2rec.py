@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from recbole_hymoe.models.base import LOSS_PARAMS, MoESequentialRecommender
+from recbole_hymoe.blocks.feed_forward import MoEFeedForward
+from recbole_hymoe.models.base import LOSS_PARAMS, MOE_PARAMS, PluginSequentialRecommender
 from recbole_hymoe.models.mamba4rec import (
     MAMBA4REC_HOST_PARAMS,
     build_mamba_encoder,
@@ -23,10 +24,9 @@ from recbole_hymoe.models.mamba4rec import (
     init_mamba_host,
     mamba_problems,
 )
-from recbole_hymoe.models.params import Param, boolean, choice, integer, number
+from recbole_hymoe.models.params import Boolean, Choice, Integer, Number, Param
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.graph import ADJ_NORMS, GRAPH_AGGS, VGAE, VGAE_DECODERS, BipartiteGraph, HyperbolicGCN
-from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS
 
 FUSIONS = ("add", "gate", "replace")
 MANIFOLD_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -54,16 +54,6 @@ def training_graph(dataset, norm, dtype):
     return BipartiteGraph(users, items, dataset.user_num, dataset.item_num, norm, dtype)
 
 
-def build_encoder(hp):
-    """Mamba4Rec's layer stack whose FFNs are the package's MoE without a dense branch (E > 0)."""
-    experts = hp["moe_num_experts"]
-    return build_mamba_encoder(
-        hp, dense=experts == 0, num_experts=experts, top_k=hp["moe_top_k"], expert_inner_size=hp["inner_size"],
-        router=hp["moe_router"], balance_loss=hp["moe_balance_loss"], balance_weight=hp["moe_balance_weight"],
-        z_loss_weight=hp["moe_z_loss_weight"],
-    )
-
-
 class GraphOutput(NamedTuple):
     """What :meth:`HM2Rec.graph_forward` returns.
 
@@ -76,7 +66,7 @@ class GraphOutput(NamedTuple):
     vgae_loss: torch.Tensor
 
 
-class HM2Rec(MoESequentialRecommender):
+class HM2Rec(PluginSequentialRecommender):
     """HM2Rec: graph-enhanced item table -> Mamba (RoPE on B/C) -> MoE-FFN, CE over the item table.
 
     Graph: the training user–item graph ``Â`` (``adj_norm``), node embeddings on the Lorentz model
@@ -108,38 +98,27 @@ class HM2Rec(MoESequentialRecommender):
 
     PARAMS = (
         *MAMBA4REC_HOST_PARAMS,
-        Param("moe_num_experts", integer(0)),
-        Param("moe_top_k", integer()),
-        Param("moe_router", choice(*ROUTERS)),
-        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
-        Param("moe_balance_weight", number(0.0)),
-        Param("moe_z_loss_weight", number(0.0)),
-        Param("use_graph", boolean()),
-        Param("hyp_curvature", number(0.0, min_exclusive=True)),
-        Param("learn_curvature", boolean()),
-        Param("graph_layers", integer(1)),
-        Param("adj_norm", choice(*ADJ_NORMS)),
-        Param("graph_agg", choice(*GRAPH_AGGS)),
-        Param("use_vgae", boolean()),
-        Param("vgae_decoder", choice(*VGAE_DECODERS)),
-        Param("vgae_kl_weight", number(0.0)),
-        Param("vgae_edge_batch", integer(1)),
-        Param("graph_loss_weight", number(0.0)),
-        Param("fusion", choice(*FUSIONS)),
-        Param("max_tangent_norm", number(0.0, min_exclusive=True)),
-        Param("manifold_dtype", choice(*MANIFOLD_DTYPES)),
+        *MOE_PARAMS,
+        Param("use_graph", Boolean()),
+        Param("hyp_curvature", Number(0.0, min_exclusive=True)),
+        Param("learn_curvature", Boolean()),
+        Param("graph_layers", Integer(1)),
+        Param("adj_norm", Choice(*ADJ_NORMS)),
+        Param("graph_agg", Choice(*GRAPH_AGGS)),
+        Param("use_vgae", Boolean()),
+        Param("vgae_decoder", Choice(*VGAE_DECODERS)),
+        Param("vgae_kl_weight", Number(0.0)),
+        Param("vgae_edge_batch", Integer(1)),
+        Param("graph_loss_weight", Number(0.0)),
+        Param("fusion", Choice(*FUSIONS)),
+        Param("max_tangent_norm", Number(0.0, min_exclusive=True)),
+        Param("manifold_dtype", Choice(*MANIFOLD_DTYPES)),
         *LOSS_PARAMS,
     )
 
     @classmethod
     def check_values(cls, values):
-        problems = mamba_problems(values)
-        experts, top_k = values["moe_num_experts"], values["moe_top_k"]
-        if experts > 0 and not 1 <= top_k <= experts:
-            problems.append(
-                f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts} "
-                "(or set moe_num_experts=0 for Mamba4Rec's dense FFN)"
-            )
+        problems = super().check_values(values) + mamba_problems(values)
         if values["fusion"] == "replace" and not values["use_graph"]:
             problems.append("fusion='replace' makes the graph latents the item table: it needs use_graph=True")
         return problems
@@ -168,7 +147,9 @@ class HM2Rec(MoESequentialRecommender):
             self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
         self.dropout = Dropout(hp["hidden_dropout_prob"])
         self.layer_norm = nn.LayerNorm(hidden, eps=hp["layer_norm_eps"])
-        self.encoder = build_encoder(hp)
+        # Mamba4Rec's layers whose FFNs are MoEs without a dense branch (with E = 0: Mamba4Rec's FFN)
+        moe_ffn = {} if self.moe_settings is None else {"feed_forward": MoEFeedForward, "moe": self.moe_settings}
+        self.encoder = build_mamba_encoder(hp, **moe_ffn)
         if self.use_graph:
             self.graph = training_graph(dataset, hp["adj_norm"], manifold_dtype)
             self.node_embedding = nn.Embedding(self.graph.num_nodes, hidden)

@@ -15,7 +15,7 @@ from torch import nn
 
 from recbole_hymoe.blocks.hybrid_ffn import FUSIONS
 from recbole_hymoe.blocks.transformer import TransformerMoELayer
-from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender, recbole_init
+from recbole_hymoe.models.base import LOSS_PARAMS, MOE_PARAMS, PluginSequentialRecommender, recbole_init, run_layers
 from recbole_hymoe.models.mamba4rec import (
     MAMBA_PARAMS,
     build_mamba_encoder,
@@ -23,11 +23,10 @@ from recbole_hymoe.models.mamba4rec import (
     init_mamba_host,
     mamba_problems,
 )
-from recbole_hymoe.models.params import Param, choice, integer, number, optional
+from recbole_hymoe.models.params import Choice, Integer, Nullable, Number, Param
 from recbole_hymoe.nn.attention import causal_attention_mask
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import ACTIVATIONS
-from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS
 from recbole_hymoe.nn.schedules import SCHEDULES, warmup_weight
 
 BACKBONES = ("transformer", "mamba")
@@ -42,7 +41,7 @@ _SASREC_KEY_MAP = (
 )
 
 
-class HyMoERec(MoESequentialRecommender):
+class HyMoERec(PluginSequentialRecommender):
     """SASRec with every position-wise FFN replaced by a HyMoE block.
 
     Per layer: ``h = LN(x + Dropout(MHA(x)))``, then
@@ -67,43 +66,34 @@ class HyMoERec(MoESequentialRecommender):
     """
 
     PARAMS = (
-        Param("backbone", choice(*BACKBONES)),
-        Param("hidden_size", integer(1)),
-        Param("n_layers", integer(1)),
-        Param("n_heads", integer(1)),
-        Param("inner_size", integer(1)),
-        Param("hidden_dropout_prob", number(0.0, 1.0)),
-        Param("attn_dropout_prob", number(0.0, 1.0)),
-        Param("hidden_act", choice(*ACTIVATIONS)),
-        Param("layer_norm_eps", number(0.0, min_exclusive=True)),
-        Param("initializer_range", number(0.0, min_exclusive=True)),
-        Param("moe_num_experts", integer(0)),
-        Param("moe_top_k", integer()),
-        Param("moe_inner_size", optional(integer(1))),
-        Param("moe_router", choice(*ROUTERS)),
-        Param("moe_fusion", choice(*FUSIONS)),
-        Param("moe_alpha_init", number()),
-        Param("moe_warmup_steps", integer(0)),
-        Param("moe_warmup_schedule", choice(*SCHEDULES)),
-        Param("moe_balance_loss", choice(*BALANCE_LOSSES)),
-        Param("moe_balance_weight", number(0.0)),
-        Param("moe_z_loss_weight", number(0.0)),
+        Param("backbone", Choice(*BACKBONES)),
+        Param("hidden_size", Integer(1)),
+        Param("n_layers", Integer(1)),
+        Param("n_heads", Integer(1)),
+        Param("inner_size", Integer(1)),
+        Param("hidden_dropout_prob", Number(0.0, 1.0)),
+        Param("attn_dropout_prob", Number(0.0, 1.0)),
+        Param("hidden_act", Choice(*ACTIVATIONS)),
+        Param("layer_norm_eps", Number(0.0, min_exclusive=True)),
+        Param("initializer_range", Number(0.0, min_exclusive=True)),
+        *MOE_PARAMS,
+        Param("moe_inner_size", Nullable(Integer(1))),
+        Param("moe_fusion", Choice(*FUSIONS)),
+        Param("moe_alpha_init", Number()),
+        Param("moe_warmup_steps", Integer(0)),
+        Param("moe_warmup_schedule", Choice(*SCHEDULES)),
         *MAMBA_PARAMS,
         *LOSS_PARAMS,
     )
 
     @classmethod
     def check_values(cls, values):
-        problems = mamba_problems(values) if values["backbone"] == "mamba" else []
-        if values["backbone"] == "transformer" and values["hidden_size"] % values["n_heads"]:
+        problems = super().check_values(values)
+        if values["backbone"] == "mamba":
+            problems += mamba_problems(values)
+        elif values["hidden_size"] % values["n_heads"]:
             problems.append(
                 f"hidden_size={values['hidden_size']} must be divisible by n_heads={values['n_heads']}"
-            )
-        experts, top_k = values["moe_num_experts"], values["moe_top_k"]
-        if experts > 0 and not 1 <= top_k <= experts:
-            problems.append(
-                f"moe_top_k={top_k} must satisfy 1 <= moe_top_k <= moe_num_experts={experts} "
-                "(or set moe_num_experts=0 to switch the sparse branch off)"
             )
         return problems
 
@@ -114,28 +104,18 @@ class HyMoERec(MoESequentialRecommender):
         hp = self.hparams
         self.hidden_size = hp["hidden_size"]
         self.initializer_range = hp["initializer_range"]
-        self.num_experts = hp["moe_num_experts"]
         self.warmup_steps = hp["moe_warmup_steps"]
         self.warmup_schedule = hp["moe_warmup_schedule"]
 
-        # build modules
-        moe = {
-            "num_experts": self.num_experts,
-            "top_k": hp["moe_top_k"],
-            "expert_inner_size": hp["moe_inner_size"] or hp["inner_size"],
-            "router": hp["moe_router"],
-            "fusion": hp["moe_fusion"],
-            "alpha_init": hp["moe_alpha_init"],
-            "balance_loss": hp["moe_balance_loss"],
-            "balance_weight": hp["moe_balance_weight"],
-            "z_loss_weight": hp["moe_z_loss_weight"],
-        }
+        # build modules (every host layer's FFN is a HyMoE block)
+        hymoe = {"moe": self.moe_settings, "expert_inner_size": hp["moe_inner_size"], "fusion": hp["moe_fusion"],
+                 "alpha_init": hp["moe_alpha_init"]}
         self.backbone = hp["backbone"]
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.layer_norm = nn.LayerNorm(self.hidden_size, eps=hp["layer_norm_eps"])
         self.dropout = Dropout(hp["hidden_dropout_prob"])
         if self.backbone == "mamba":
-            self.encoder = build_mamba_encoder(hp, **moe)
+            self.encoder = build_mamba_encoder(hp, **hymoe)
         else:
             self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
             self.encoder = nn.ModuleList(
@@ -147,7 +127,7 @@ class HyMoERec(MoESequentialRecommender):
                     layer_norm_eps=hp["layer_norm_eps"],
                     inner_size=hp["inner_size"],
                     hidden_act=hp["hidden_act"],
-                    **moe,
+                    **hymoe,
                 )
                 for _ in range(hp["n_layers"])
             )
@@ -172,21 +152,12 @@ class HyMoERec(MoESequentialRecommender):
 
     def encode(self, item_seq, item_seq_len, last_only=False, **inputs):
         if self.backbone == "mamba":
-            return encode_mamba(self, item_seq, item_seq_len, last_only, self.moe_warmup())
+            return encode_mamba(self, item_seq, item_seq_len, last_only, warmup=self.moe_warmup())
         positions = torch.arange(item_seq.size(1), device=item_seq.device)  # [L]
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B, L, H]
         hidden = self.dropout(self.layer_norm(hidden))
-        attn_mask = causal_attention_mask(item_seq)  # [B, 1, L, L]
-        mask = item_seq != 0  # [B, L]
-        warmup = self.moe_warmup()
-        aux_loss = hidden.new_zeros(())
-        for i, layer in enumerate(self.encoder):
-            last_layer = i == len(self.encoder) - 1
-            query_index = item_seq_len - 1 if last_only and last_layer else None
-            hidden, moe_out = layer(hidden, attn_mask, mask, warmup, query_index)
-            if moe_out is not None:
-                aux_loss = aux_loss + moe_out.aux_loss
-        return EncoderOutput(hidden, aux_loss)
+        return run_layers(self.encoder, hidden, item_seq_len, last_only, attn_mask=causal_attention_mask(item_seq),
+                          mask=item_seq != 0, warmup=self.moe_warmup())
 
     def load_sasrec_weights(self, sasrec_state_dict):
         """Copy a RecBole SASRec ``state_dict`` into the shared (non-MoE) parameters.

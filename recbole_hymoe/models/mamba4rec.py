@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from recbole_hymoe.blocks.mamba import MambaLayer
-from recbole_hymoe.models.base import LOSS_PARAMS, EncoderOutput, MoESequentialRecommender, recbole_init
-from recbole_hymoe.models.params import Param, choice, integer, number
+from recbole_hymoe.models.base import LOSS_PARAMS, PluginSequentialRecommender, recbole_init, run_layers
+from recbole_hymoe.models.params import Choice, Integer, Number, Param
 from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.ffn import ACTIVATIONS
 from recbole_hymoe.nn.mamba import MAMBA_INITS, ROPE_TARGETS, MambaMixer
@@ -21,24 +21,24 @@ from recbole_hymoe.nn.scan import BACKENDS
 
 # Host keys shared by Mamba4Rec and HyMoERec's mamba backbone.
 MAMBA_PARAMS = (
-    Param("mamba_d_state", integer(1)),
-    Param("mamba_d_conv", integer(1)),
-    Param("mamba_expand", integer(1)),
-    Param("mamba_init", choice(*MAMBA_INITS)),
-    Param("mamba_scan_backend", choice(*BACKENDS)),
-    Param("rope_target", choice(*ROPE_TARGETS)),
+    Param("mamba_d_state", Integer(1)),
+    Param("mamba_d_conv", Integer(1)),
+    Param("mamba_expand", Integer(1)),
+    Param("mamba_init", Choice(*MAMBA_INITS)),
+    Param("mamba_scan_backend", Choice(*BACKENDS)),
+    Param("rope_target", Choice(*ROPE_TARGETS)),
 )
 
 
 # Mamba4Rec's own keys, shared with HM2Rec (which keeps Mamba4Rec's names for its host).
 MAMBA4REC_HOST_PARAMS = (
-    Param("hidden_size", integer(1)),
-    Param("n_layers", integer(1)),
-    Param("inner_size", integer(1)),
-    Param("hidden_dropout_prob", number(0.0, 1.0)),
-    Param("hidden_act", choice(*ACTIVATIONS)),
-    Param("layer_norm_eps", number(0.0, min_exclusive=True)),
-    Param("initializer_range", number(0.0, min_exclusive=True)),
+    Param("hidden_size", Integer(1)),
+    Param("n_layers", Integer(1)),
+    Param("inner_size", Integer(1)),
+    Param("hidden_dropout_prob", Number(0.0, 1.0)),
+    Param("hidden_act", Choice(*ACTIVATIONS)),
+    Param("layer_norm_eps", Number(0.0, min_exclusive=True)),
+    Param("initializer_range", Number(0.0, min_exclusive=True)),
     *MAMBA_PARAMS,
 )
 
@@ -56,13 +56,14 @@ def mamba_problems(values):
 
 
 def build_mamba_encoder(hp, **ffn_kwargs):
-    """Mamba4Rec's layer stack from hyperparameters ``hp``; ``ffn_kwargs`` shape each FFN."""
+    """Mamba4Rec's layer stack from hyperparameters ``hp``; ``ffn_kwargs`` pick and shape each FFN
+    (see :class:`~recbole_hymoe.blocks.mamba.MambaLayer`; none: Mamba4Rec's dense FFN)."""
     mixer = {"d_state": hp["mamba_d_state"], "d_conv": hp["mamba_d_conv"], "expand": hp["mamba_expand"],
              "rope_target": hp["rope_target"], "scan_backend": hp["mamba_scan_backend"]}
+    ffn = {"inner_size": hp["inner_size"], "hidden_act": hp["hidden_act"], **ffn_kwargs}
     return nn.ModuleList(
         MambaLayer(hp["hidden_size"], hp["hidden_dropout_prob"], hp["layer_norm_eps"],
-                   residual=hp["n_layers"] > 1, mixer_kwargs=mixer, inner_size=hp["inner_size"],
-                   hidden_act=hp["hidden_act"], **ffn_kwargs)
+                   residual=hp["n_layers"] > 1, mixer_kwargs=mixer, **ffn)
         for _ in range(hp["n_layers"])
     )
 
@@ -82,24 +83,18 @@ def init_mamba_host(model, mamba_init, std):
                 module.reset_parameters()
 
 
-def encode_mamba(model, item_seq, item_seq_len, last_only, warmup=1.0, item_table=None):
+def encode_mamba(model, item_seq, item_seq_len, last_only, item_table=None, **ffn_inputs):
     """Mamba4Rec's forward: ``LN(Dropout(E[item]))`` through the layers; returns EncoderOutput.
 
-    ``item_table`` [n_items, H] replaces ``model.item_embedding`` (a model with a fused table).
+    ``item_table`` [n_items, H] replaces ``model.item_embedding`` (a model with a fused table);
+    ``ffn_inputs`` go to every FFN (the HyMoE block's ``warmup``).
     """
     items = model.item_embedding(item_seq) if item_table is None else F.embedding(item_seq, item_table, padding_idx=0)
     hidden = model.layer_norm(model.dropout(items))  # [B, L, H]
-    mask = item_seq != 0
-    aux_loss = hidden.new_zeros(())
-    for i, layer in enumerate(model.encoder):
-        query_index = item_seq_len - 1 if last_only and i == len(model.encoder) - 1 else None
-        hidden, moe_out = layer(hidden, mask, warmup, query_index)
-        if moe_out is not None:
-            aux_loss = aux_loss + moe_out.aux_loss
-    return EncoderOutput(hidden, aux_loss)
+    return run_layers(model.encoder, hidden, item_seq_len, last_only, mask=item_seq != 0, **ffn_inputs)
 
 
-class Mamba4Rec(MoESequentialRecommender):
+class Mamba4Rec(PluginSequentialRecommender):
     """Mamba4Rec: item embedding -> dropout -> LayerNorm -> Mamba layers (Mamba + position-wise FFN).
 
     NOTE: the official code needs mamba-ssm's CUDA kernels; this one runs the package's selective
@@ -113,7 +108,7 @@ class Mamba4Rec(MoESequentialRecommender):
 
     @classmethod
     def check_values(cls, values):
-        return mamba_problems(values)
+        return super().check_values(values) + mamba_problems(values)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -125,7 +120,7 @@ class Mamba4Rec(MoESequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, hp["hidden_size"], padding_idx=0)
         self.dropout = Dropout(hp["hidden_dropout_prob"])
         self.layer_norm = nn.LayerNorm(hp["hidden_size"], eps=hp["layer_norm_eps"])
-        self.encoder = build_mamba_encoder(hp, num_experts=0, top_k=1, expert_inner_size=hp["inner_size"])
+        self.encoder = build_mamba_encoder(hp)
 
         # init weights
         init_mamba_host(self, hp["mamba_init"], hp["initializer_range"])

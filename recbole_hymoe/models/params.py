@@ -5,12 +5,15 @@ becomes ``None`` inside a model. Models here declare every key they read as a :c
 (and :mod:`recbole_hymoe.recbole_keys` declares RecBole's own keys the same way);
 :func:`param_problems` names each bad key, its value and what is allowed, and
 :class:`~recbole_hymoe.config.Config` raises them all as one
-:class:`~recbole_hymoe.errors.ConfigError` before any data is loaded.
+:class:`~recbole_hymoe.errors.ConfigError` before any data is loaded. The basic checks are frozen
+values that keep their declared range (``minimum``, ``options``, …) readable, so tests can
+exercise every allowed value of every key.
 """
 
 import math
 import numbers
-from typing import Callable, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Optional
 
 
 
@@ -21,58 +24,77 @@ class Param(NamedTuple):
     check: Callable
 
 
-def integer(minimum=None, maximum=None):
+@dataclass(frozen=True)
+class Integer:
     """Check for an ``int`` (not ``bool``) in ``[minimum, maximum]``."""
 
-    def check(value):
+    minimum: Optional[int] = None
+    maximum: Optional[int] = None
+
+    def __call__(self, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError("must be an integer")
-        if minimum is not None and value < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"must be <= {maximum}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be >= {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum}")
         return int(value)
 
-    return check
 
-
-def number(minimum=None, maximum=None, min_exclusive=False):
+@dataclass(frozen=True)
+class Number:
     """Check for a finite real number in ``[minimum, maximum]`` (``(minimum, …`` if ``min_exclusive``)."""
 
-    def check(value):
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    min_exclusive: bool = False
+
+    def __call__(self, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError("must be a number")
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
-        if minimum is not None and (value <= minimum if min_exclusive else value < minimum):
-            raise ValueError(f"must be {'>' if min_exclusive else '>='} {minimum}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"must be <= {maximum}")
+        low = self.minimum
+        if low is not None and (value <= low if self.min_exclusive else value < low):
+            raise ValueError(f"must be {'>' if self.min_exclusive else '>='} {low}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum}")
         return float(value)
 
-    return check
 
-
-def boolean():
+@dataclass(frozen=True)
+class Boolean:
     """Check for ``True`` or ``False``."""
 
-    def check(value):
+    def __call__(self, value):
         if not isinstance(value, bool):
             raise ValueError("must be True or False")
         return value
 
-    return check
 
-
-def choice(*options):
+@dataclass(frozen=True, init=False)
+class Choice:
     """Check for one of ``options`` (exact spelling)."""
 
-    def check(value):
-        if value not in options:
-            raise ValueError(f"must be one of {list(options)}")
+    options: tuple
+
+    def __init__(self, *options):
+        object.__setattr__(self, "options", options)
+
+    def __call__(self, value):
+        if value not in self.options:
+            raise ValueError(f"must be one of {list(self.options)}")
         return value
 
-    return check
+
+@dataclass(frozen=True)
+class Nullable:
+    """Accept ``None`` or whatever ``inner`` accepts."""
+
+    inner: Any
+
+    def __call__(self, value):
+        return None if value is None else self.inner(value)
 
 
 def name(*options):
@@ -171,15 +193,6 @@ def keyed(allowed, required=(), **checks):
                 except ValueError as err:
                     raise ValueError(f"has {key}={value[key]!r} that {err}") from None
         return value
-
-    return check
-
-
-def optional(inner):
-    """Accept ``None`` or whatever ``inner`` accepts."""
-
-    def check(value):
-        return None if value is None else inner(value)
 
     return check
 

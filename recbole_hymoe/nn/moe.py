@@ -17,7 +17,8 @@ References:
 """
 
 import math
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -53,7 +54,6 @@ class MoEOutput(NamedTuple):
         aux_loss (FloatTensor): scalar, ``balance_weight * balance_loss + z_loss_weight * z_loss``.
         balance_loss (FloatTensor): scalar, unweighted (for logs).
         z_loss (FloatTensor): scalar, unweighted (for logs).
-        expert_load (LongTensor): [E], token-slots sent to each expert; sums to N * K.
         router (RouterOutput): the routing of the N real tokens (row order = mask order).
     """
 
@@ -61,8 +61,12 @@ class MoEOutput(NamedTuple):
     aux_loss: torch.Tensor
     balance_loss: torch.Tensor
     z_loss: torch.Tensor
-    expert_load: torch.Tensor
     router: RouterOutput
+
+    @property
+    def expert_load(self):
+        """LongTensor [E]: token-slots sent to each expert, summing to N * K (counted when read)."""
+        return torch.bincount(self.router.topk_idx.reshape(-1), minlength=self.router.probs.shape[-1])
 
 
 def _select(values, mask):
@@ -439,6 +443,46 @@ class SparseMoE(nn.Module):
         balance = BALANCE_LOSS_FUNCTIONS[self.balance_loss](router)
         z_loss = router_z_loss(router.logits)
         aux = self.balance_weight * balance + self.z_loss_weight * z_loss
-        expert_load = torch.bincount(router.topk_idx.reshape(-1), minlength=self.num_experts)
         self.usage.update(router)
-        return MoEOutput(y.reshape(*lead, y.shape[-1]), aux, balance, z_loss, expert_load, router)
+        return MoEOutput(y.reshape(*lead, y.shape[-1]), aux, balance, z_loss, router)
+
+
+@dataclass(frozen=True)
+class MoESettings:
+    """What every MoE layer of a model shares, built and checked once and handed to each block.
+
+    As Mixtral's blocks share one config: a model reads the ``moe_*`` keys into one of these,
+    and every block builds its :class:`SparseMoE` with :meth:`layer` (experts and router input
+    are the block's own).
+
+    Attributes:
+        num_experts (int): E ≥ 1.
+        top_k (int): K, 1 ≤ K ≤ E.
+        router (str): router kind, see :class:`TopKRouter`.
+        balance_loss (str): ``entropy`` (HyMoERec) or ``switch``.
+        balance_weight (float): λ of the balance loss in ``aux_loss``.
+        z_loss_weight (float): weight of the router z-loss in ``aux_loss``.
+    """
+
+    num_experts: int
+    top_k: int
+    router: str = "linear"
+    balance_loss: str = "entropy"
+    balance_weight: float = 0.01
+    z_loss_weight: float = 0.0
+
+    def layer(self, experts, router_size=None):
+        """Return a :class:`SparseMoE` over ``experts`` (an :class:`ExpertBank` of E experts).
+
+        Args:
+            experts (ExpertBank): the block's experts.
+            router_size (int, optional): width of the router input (default: the experts' input).
+
+        Raises:
+            ValueError: ``experts`` does not hold E experts.
+        """
+        if experts.num_experts != self.num_experts:
+            raise ValueError(f"expected {self.num_experts} experts, got {experts.num_experts}")
+        return SparseMoE(experts, self.top_k, router=self.router, router_size=router_size,
+                         balance_loss=self.balance_loss, balance_weight=self.balance_weight,
+                         z_loss_weight=self.z_loss_weight)

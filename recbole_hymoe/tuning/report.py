@@ -9,14 +9,15 @@ import csv
 import io
 import json
 import math
+import numbers
 from pathlib import Path
 
 import yaml
 
-from recbole_hymoe.quick_start import write_atomic
+from recbole_hymoe.paths import portable
+from recbole_hymoe.tuning.space import METRIC_COLUMNS
 from recbole_hymoe.tuning.trainable import SKIPPED_SCORE, STATUS_FILE
-
-METRIC_COLUMNS = ("valid_hit@10", "valid_ndcg@10", "valid_mrr@10", "valid_hit@5", "valid_ndcg@5")
+from recbole_hymoe.utils import write_atomic
 
 
 def _stop_reason(status, epochs, max_epochs):
@@ -91,7 +92,7 @@ def _markdown(rows, space, base, best_test):
     keys = list(space.space)
     header = ["rank", *keys, "best valid " + base["valid_metric"], "epochs (best)", "stop reason", "wall s"]
     lines = [
-        f"Sweep of {base['model']} on {base['dataset']} ({space.source}); ranked by best validation "
+        f"Sweep of {base['model']} on {base['dataset']} ({portable(space.source)}); ranked by best validation "
         f"{base['valid_metric']}; test metrics only for the best trial.",
         "",
         "| " + " | ".join(header) + " |",
@@ -134,10 +135,11 @@ def test_best_trial(best):
 
 
 def plot_sweep(rows, space, out_dir):
-    """PNG plots for the HyMoERec paper's experiments, when the sweep varies their keys.
+    """Write the PNG plots the sweep file asks for (:attr:`SearchSpace.plots`); return their names.
 
-    HR@10 vs warm-up steps; NDCG@10 and expert-usage entropy vs λ_lb; an E × K heatmap of
-    NDCG@10. Returns the written file names.
+    A line plot shows each metric of the best epoch against one searched key (a second metric on
+    a twin axis); a heatmap shows one metric over two searched keys. Keys whose values are not
+    all numbers are plotted as categories.
     """
     import matplotlib
 
@@ -148,54 +150,65 @@ def plot_sweep(rows, space, out_dir):
     written = []
     if not done:
         return written
-
-    def points(key, metric):
-        pairs = sorted((float(r[key]), r[metric]) for r in done if r.get(metric) is not None and r.get(key) is not None)
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    if "moe_warmup_steps" in space.space:
+    for plot in space.plots:
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(*points("moe_warmup_steps", "valid_hit@10"), "o-")
-        ax.set(xlabel="warm-up steps T", ylabel="best valid HR@10", title="HR@10 vs warm-up")
+        if "y" in plot:
+            _heatmap(fig, ax, done, plot)
+        else:
+            _lines(ax, done, plot)
         fig.tight_layout()
-        fig.savefig(out_dir / "hr10_vs_warmup.png", dpi=120)
+        fig.savefig(out_dir / plot["file"], dpi=120)
         plt.close(fig)
-        written.append("hr10_vs_warmup.png")
-    if "moe_balance_weight" in space.space:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(*points("moe_balance_weight", "valid_ndcg@10"), "o-", color="tab:blue")
-        ax.set(xlabel="λ_lb (moe_balance_weight)", ylabel="best valid NDCG@10")
-        twin = ax.twinx()
-        twin.plot(*points("moe_balance_weight", "moe_usage_entropy"), "s--", color="tab:orange")
-        twin.set_ylabel("expert-usage entropy (nats)")
-        ax.set_title("NDCG@10 and expert entropy vs λ_lb")
-        fig.tight_layout()
-        fig.savefig(out_dir / "ndcg10_entropy_vs_balance.png", dpi=120)
-        plt.close(fig)
-        written.append("ndcg10_entropy_vs_balance.png")
-    if "moe_num_experts" in space.space and "moe_top_k" in space.space:
-        experts = sorted({int(r["moe_num_experts"]) for r in done})
-        tops = sorted({int(r["moe_top_k"]) for r in done})
-        grid = [[math.nan] * len(experts) for _ in tops]
-        for r in done:
-            value = r.get("valid_ndcg@10")
-            if value is not None:
-                grid[tops.index(int(r["moe_top_k"]))][experts.index(int(r["moe_num_experts"]))] = value
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        image = ax.imshow(grid, cmap="viridis", origin="lower")
-        ax.set_xticks(range(len(experts)), experts)
-        ax.set_yticks(range(len(tops)), tops)
-        ax.set(xlabel="experts E", ylabel="top-K", title="best valid NDCG@10 (E × K)")
-        for i, row in enumerate(grid):
-            for j, value in enumerate(row):
-                if not math.isnan(value):
-                    ax.text(j, i, f"{value:.4f}", ha="center", va="center", color="white", fontsize=8)
-        fig.colorbar(image)
-        fig.tight_layout()
-        fig.savefig(out_dir / "ndcg10_experts_topk.png", dpi=120)
-        plt.close(fig)
-        written.append("ndcg10_experts_topk.png")
+        written.append(plot["file"])
     return written
+
+
+def _value(row, key):
+    """A row's value of ``key`` as a plot coordinate (lists and the like by their text)."""
+    value = row.get(key)
+    return value if value is None or isinstance(value, (numbers.Real, str)) else str(value)
+
+
+def _axis(values):
+    """Sorted distinct ``values`` and their plot positions (the values, or 0, 1, … for categories)."""
+    distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
+    numeric = all(isinstance(v, numbers.Real) for v in distinct)
+    positions = {v: (float(v) if numeric else i) for i, v in enumerate(distinct)}
+    return distinct, positions, numeric
+
+
+def _lines(ax, done, plot):
+    key = plot["x"]
+    distinct, positions, numeric = _axis(_value(r, key) for r in done if r.get(key) is not None)
+    axes = [ax, ax.twinx()][:len(plot["metrics"])]
+    for axis, metric, style, color in zip(axes, plot["metrics"], ("o-", "s--"), ("tab:blue", "tab:orange")):
+        pairs = sorted((positions[_value(r, key)], r[metric]) for r in done
+                       if r.get(key) is not None and r.get(metric) is not None)
+        axis.plot([p[0] for p in pairs], [p[1] for p in pairs], style, color=color)
+        axis.set_ylabel(f"best epoch's {metric}")
+    if not numeric:
+        ax.set_xticks([positions[v] for v in distinct], [str(v) for v in distinct])
+    ax.set(xlabel=key, title=f"{' and '.join(plot['metrics'])} vs {key}")
+
+
+def _heatmap(fig, ax, done, plot):
+    x_key, y_key, metric = plot["x"], plot["y"], plot["metric"]
+    xs, _, _ = _axis(_value(r, x_key) for r in done if r.get(x_key) is not None)
+    ys, _, _ = _axis(_value(r, y_key) for r in done if r.get(y_key) is not None)
+    grid = [[math.nan] * len(xs) for _ in ys]  # [len(ys), len(xs)]
+    for r in done:
+        x, y = _value(r, x_key), _value(r, y_key)
+        if r.get(metric) is not None and x in xs and y in ys:
+            grid[ys.index(y)][xs.index(x)] = r[metric]
+    image = ax.imshow(grid, cmap="viridis", origin="lower")
+    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+    ax.set(xlabel=x_key, ylabel=y_key, title=f"best epoch's {metric}")
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            if not math.isnan(value):
+                ax.text(j, i, f"{value:.4f}", ha="center", va="center", color="white", fontsize=8)
+    fig.colorbar(image)
 
 
 def write_report(results, space, base, config_files, overrides, out_dir, trials_dir, evaluate_best=True):
@@ -207,8 +220,8 @@ def write_report(results, space, base, config_files, overrides, out_dir, trials_
     write_atomic(out_dir / "trials.csv", _csv(rows))
     write_atomic(out_dir / "results.md", _markdown(rows, space, base, best_test))
     if best:
-        write_atomic(out_dir / "best.yaml", yaml.safe_dump(best_yaml(best, space, base, config_files, overrides),
-                                                          sort_keys=True))
+        best_config = best_yaml(best, space, base, config_files, overrides)
+        write_atomic(out_dir / "best.yaml", yaml.safe_dump(best_config, sort_keys=True))
     plots = plot_sweep(rows, space, out_dir)
     report = {"trials": rows, "best": best, "best_test": best_test, "plots": plots}
     write_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str))

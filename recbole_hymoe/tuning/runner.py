@@ -19,6 +19,7 @@ from recbole_hymoe.models.params import param_problems
 from recbole_hymoe.recbole_keys import RECBOLE_PARAMS
 from recbole_hymoe.tuning.space import SearchSpace
 from recbole_hymoe.tuning.trainable import FIXED_KEY, train_recbole
+from recbole_hymoe.utils import init_ray
 
 EXPERIMENT_NAME = "sweep"
 TRIALS_DIR = "trials"  # per trial: status.json and the best-validation checkpoint
@@ -89,18 +90,6 @@ def _search_algorithm(search):
     return None  # Ray's basic variant generator: grid_search entries expanded, the rest sampled
 
 
-def _init_ray(address, num_cpus):
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, include_dashboard=False)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
-
-
 def run_tune(space_file, model=None, dataset=None, config_files=None, overrides=None, out_dir="results/tune",
              scheduler=None, max_epochs=None, grace_period=None, reduction_factor=None, num_samples=None,
              search=None, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None, max_failures=1,
@@ -150,7 +139,7 @@ def run_tune(space_file, model=None, dataset=None, config_files=None, overrides=
         raise ConfigError(f"{out_dir} already holds a sweep; pass --resume to continue it or choose another --out")
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    _init_ray(address, num_cpus)
+    init_ray(address, num_cpus)
     trainable = tune.with_resources(train_recbole, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     if resume:
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True)

@@ -14,6 +14,9 @@ A sweep file (``yaml/tune/*.yaml``)::
     num_samples: 1                  # samples of the random part (a pure grid needs 1)
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}
     search: random                  # grid/random (Ray's basic generator) or tpe (Optuna)
+    plots:                          # what the report plots; default: best valid score vs each key
+      - {file: hr10_vs_warmup.png, x: moe_warmup_steps, metrics: [valid_hit@10]}     # a line (2 metrics: twin axes)
+      - {file: ndcg10_e_k.png, x: moe_num_experts, y: moe_top_k, metric: valid_ndcg@10}  # a heatmap over two keys
 
 Each distribution is a one-key mapping; this module checks the form and turns it into Ray's
 search objects (imported lazily: parsing needs no Ray).
@@ -26,10 +29,15 @@ import numbers
 import yaml
 
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.paths import find_file
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 SCHEDULERS = ("asha", "fifo")
 SEARCHERS = ("grid", "random", "tpe")
+# Best-epoch validation metrics the report keeps per trial, and what a plot may show.
+METRIC_COLUMNS = ("valid_hit@10", "valid_ndcg@10", "valid_mrr@10", "valid_hit@5", "valid_ndcg@5")
+PLOT_METRICS = ("best_valid_score", *METRIC_COLUMNS, "moe_usage_entropy")
+FILE_KEYS = {"model", "dataset", "base", "space", "num_samples", "scheduler", "search", "plots"}
 
 
 def _check_distribution(key, spec):
@@ -65,15 +73,16 @@ class SearchSpace:
         base (dict): fixed config overrides.
         space (dict): key -> (kind, args).
         num_samples (int), scheduler (dict), search (str), source (str).
+        plots (list[dict]): the report's plots (``file``, ``x``, ``metrics``; a heatmap: ``file``,
+            ``x``, ``y``, ``metric``); by default the best validation score against each key.
     """
 
     def __init__(self, data, source="<dict>"):
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a sweep file is a mapping with a 'space' entry")
-        unknown = set(data) - {"model", "dataset", "base", "space", "num_samples", "scheduler", "search"}
+        unknown = set(data) - FILE_KEYS
         if unknown:
-            raise ConfigError(f"{source}: unknown entries {sorted(unknown)}; allowed: model, dataset, base, space, "
-                              "num_samples, scheduler, search")
+            raise ConfigError(f"{source}: unknown entries {sorted(unknown)}; allowed: {', '.join(sorted(FILE_KEYS))}")
         if not isinstance(data.get("space"), dict) or not data["space"]:
             raise ConfigError(f"{source}: 'space' must map config keys to distributions")
         self.source = source
@@ -95,12 +104,37 @@ class SearchSpace:
             raise ConfigError(f"{source}: search {self.search!r} is not one of {SEARCHERS}")
         if self.search == "tpe" and any(kind == "grid" for kind, _ in self.space.values()):
             raise ConfigError(f"{source}: search 'tpe' cannot take grid entries; use choice instead")
+        if "plots" in data:
+            self.plots = [self._check_plot(i, plot) for i, plot in enumerate(data["plots"] or [])]
+        else:
+            self.plots = [{"file": f"best_valid_vs_{key}.png", "x": key, "metrics": ["best_valid_score"]}
+                          for key in self.space]
+
+    def _check_plot(self, i, plot):
+        """Return plot ``i`` in its full form, or raise ConfigError naming what is wrong."""
+        where = f"{self.source}: plots[{i}]"
+        if not isinstance(plot, dict) or not isinstance(plot.get("file"), str) or not plot["file"].endswith(".png"):
+            raise ConfigError(f"{where} needs 'file' (a .png name) and 'x', with 'metrics' (a line) or 'y' and "
+                              f"'metric' (a heatmap), got {plot!r}")
+        heatmap = "y" in plot
+        allowed = {"file", "x", "y", "metric"} if heatmap else {"file", "x", "metrics"}
+        if set(plot) != allowed:
+            raise ConfigError(f"{where} ({'heatmap' if heatmap else 'line'}) takes exactly {sorted(allowed)}, "
+                              f"got {sorted(plot)}")
+        for axis in ("x", "y") if heatmap else ("x",):
+            if plot[axis] not in self.space:
+                raise ConfigError(f"{where}.{axis}: {plot[axis]!r} is not a key of the space ({', '.join(self.space)})")
+        metrics = [plot["metric"]] if heatmap else plot["metrics"]
+        if not isinstance(metrics, list) or not 1 <= len(metrics) <= 2 or any(m not in PLOT_METRICS for m in metrics):
+            raise ConfigError(f"{where}: plot one metric ({'a heatmap' if heatmap else 'or two on twin axes'}) of "
+                              f"{', '.join(PLOT_METRICS)}; got {metrics!r}")
+        return dict(plot)
 
     @classmethod
     def from_file(cls, path):
-        """Read a sweep file."""
+        """Read a sweep file (``yaml/tune/…`` also names the package's own sweeps)."""
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(find_file(path), encoding="utf-8") as f:
                 data = yaml.safe_load(f)
         except FileNotFoundError:
             raise ConfigError(f"sweep file not found: {path}") from None

@@ -5,12 +5,13 @@ import torch
 from recbole.model.layers import FeedForward
 
 from recbole_hymoe.blocks.hybrid_ffn import HybridFeedForward
+from recbole_hymoe.nn.moe import MoESettings
 
 
 def make_block(num_experts=4, fusion="additive", dropout=0.0):
     return HybridFeedForward(
         hidden_size=8, inner_size=16, hidden_act="gelu", hidden_dropout_prob=dropout, layer_norm_eps=1e-12,
-        num_experts=num_experts, top_k=2, expert_inner_size=12, fusion=fusion,
+        moe=MoESettings(num_experts, top_k=2) if num_experts else None, expert_inner_size=12, fusion=fusion,
     )
 
 

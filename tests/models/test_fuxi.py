@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import SHARED_DATA, build_data, first_batch
+from conftest import SHARED_DATA, build_data, build_model, first_batch
 
 from recbole_hymoe import Config, FuXiAlpha, FuxiMME
 from recbole_hymoe.errors import ConfigError
@@ -34,16 +34,12 @@ def data(overrides):
     return build_data("FuxiMME", overrides)
 
 
-def make(model, overrides, data, **extra):
-    return model(Config(model.__name__, "mini", config_dict={**overrides, **extra}), data[2]._dataset).eval()
-
-
 MME_VARIANTS = [{}, {"moe_target": "w_o"}, {"moe_target": "w_u"}, {"n_embedding_sets": 1, "moe_num_experts": 0}]
 
 
 @pytest.mark.parametrize("extra", MME_VARIANTS, ids=["ffn", "w_o", "w_u", "dense"])
 def test_outputs_are_causal_in_items_and_timestamps(overrides, data, extra):
-    model = make(FuxiMME, overrides, data, **extra)
+    model = build_model(FuxiMME, overrides, data[2]._dataset, **extra).eval()
     batch = first_batch(data[2])
     seq, length = batch["item_id_list"][:1].clone(), batch["item_length"][:1]
     times = batch["timestamp_list"][:1].clone()
@@ -63,7 +59,7 @@ def test_outputs_are_causal_in_items_and_timestamps(overrides, data, extra):
 
 @pytest.mark.parametrize("extra", MME_VARIANTS, ids=["ffn", "w_o", "w_u", "dense"])
 def test_trailing_padding_and_the_last_position_shortcut_change_no_score(overrides, data, extra):
-    model = make(FuxiMME, overrides, data, **extra)
+    model = build_model(FuxiMME, overrides, data[2]._dataset, **extra).eval()
     batch = first_batch(data[2])
     with torch.no_grad():
         scores = model.full_sort_predict(batch)
@@ -84,8 +80,8 @@ def test_trailing_padding_and_the_last_position_shortcut_change_no_score(overrid
 
 
 def test_fuxi_mme_with_one_set_and_no_experts_is_fuxi_alpha(overrides, data):
-    alpha = make(FuXiAlpha, overrides, data)
-    mme = make(FuxiMME, overrides, data, n_embedding_sets=1, moe_num_experts=0)
+    alpha = build_model(FuXiAlpha, overrides, data[2]._dataset).eval()
+    mme = build_model(FuxiMME, overrides, data[2]._dataset, n_embedding_sets=1, moe_num_experts=0).eval()
     mme.load_state_dict(alpha.state_dict())  # same parameter names and shapes, strict
     batch = first_batch(data[2])
     with torch.no_grad():
@@ -99,13 +95,13 @@ def test_fuxi_mme_with_one_set_and_no_experts_is_fuxi_alpha(overrides, data):
 
 
 def test_the_temporal_channel_reads_the_timestamps(overrides, data):
-    model = make(FuXiAlpha, overrides, data)
+    model = build_model(FuXiAlpha, overrides, data[2]._dataset).eval()
     batch = first_batch(data[2])
     with torch.no_grad():
         scores = model.full_sort_predict(batch)
         batch.interaction["timestamp_list"] = batch["timestamp_list"] * 0.5
         shifted = model.full_sort_predict(batch)
-        no_time = make(FuXiAlpha, overrides, data, use_time_channel=False)
+        no_time = build_model(FuXiAlpha, overrides, data[2]._dataset, use_time_channel=False).eval()
     assert not torch.allclose(scores, shifted, atol=1e-4)
     assert no_time.blocks[0].time_bias is None and no_time.sequence_inputs(batch) == {}
 
@@ -129,7 +125,7 @@ def test_the_temporal_channel_matters_on_beauty():
 def test_every_moe_target_trains_its_experts_and_router(overrides, data):
     batch = first_batch(data[2])
     for target in ("ffn", "w_o", "w_u"):
-        model = make(FuxiMME, overrides, data, moe_target=target, loss_type="CE").train()
+        model = build_model(FuxiMME, overrides, data[2]._dataset, moe_target=target, loss_type="CE").train()
         rec, aux = model.calculate_loss(batch)
         (rec + aux).backward()
         moe = model.blocks[0].moe

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_data, first_batch
+from conftest import build_data, build_model, first_batch
 
 from recbole_hymoe import Config, HM2Rec, Mamba4Rec
 from recbole_hymoe.errors import ConfigError
@@ -29,14 +29,10 @@ def data_all_positions(overrides):
     return build_data("HM2Rec", {**overrides, "train_regime": "all_positions"})
 
 
-def make(model, overrides, dataset, **extra):
-    return model(Config(model.__name__, "mini", config_dict={**overrides, **extra}), dataset)
-
-
 @pytest.mark.parametrize("regime", ["prefix", "all_positions"])
 def test_graph_holds_exactly_the_training_interactions(request, overrides, regime):
     _, dataset, train, valid, test = request.getfixturevalue("data" if regime == "prefix" else "data_all_positions")
-    graph = make(HM2Rec, overrides, train._dataset, train_regime=regime).graph
+    graph = build_model(HM2Rec, overrides, train._dataset, train_regime=regime).graph
     uid, iid = dataset.uid_field, dataset.iid_field
     for split in (valid, test):  # leave-one-out: one validation and one test target per user
         targets = split._dataset.inter_feat
@@ -49,13 +45,13 @@ def test_graph_holds_exactly_the_training_interactions(request, overrides, regim
     assert graph.num_edges == len(users) == interactions - 2 * 120
     # whichever split the model is handed, the graph is the training graph
     for split in (valid, test):
-        assert torch.equal(make(HM2Rec, overrides, split._dataset, train_regime=regime).graph.edge_keys,
+        assert torch.equal(build_model(HM2Rec, overrides, split._dataset, train_regime=regime).graph.edge_keys,
                            graph.edge_keys)
 
 
 def test_both_regimes_build_the_same_graph(overrides, data, data_all_positions):
-    prefix = make(HM2Rec, overrides, data[2]._dataset).graph
-    windows = make(HM2Rec, overrides, data_all_positions[2]._dataset, train_regime="all_positions").graph
+    prefix = build_model(HM2Rec, overrides, data[2]._dataset).graph
+    windows = build_model(HM2Rec, overrides, data_all_positions[2]._dataset, train_regime="all_positions").graph
     assert len(data_all_positions[2]._dataset) < len(data[2]._dataset)  # the windows are a filtered copy
     assert torch.equal(prefix.edge_keys, windows.edge_keys)
     assert torch.equal(prefix.adjacency.values(), windows.adjacency.values())
@@ -65,13 +61,13 @@ def test_a_dataset_without_the_training_split_is_refused(overrides, data):
     bare = copy.copy(data[2]._dataset)
     bare.train_interactions = None
     with pytest.raises(ValueError, match="train_interactions"):
-        make(HM2Rec, overrides, bare)
+        build_model(HM2Rec, overrides, bare)
 
 
 @pytest.mark.parametrize("graph_agg", ["tangent", "centroid"])
 def test_curvature_changes_the_loss(overrides, data, graph_agg):
-    base = make(HM2Rec, overrides, data[2]._dataset, graph_agg=graph_agg).eval()
-    curved = make(HM2Rec, overrides, data[2]._dataset, graph_agg=graph_agg, hyp_curvature=3.0).eval()
+    base = build_model(HM2Rec, overrides, data[2]._dataset, graph_agg=graph_agg).eval()
+    curved = build_model(HM2Rec, overrides, data[2]._dataset, graph_agg=graph_agg, hyp_curvature=3.0).eval()
     with torch.no_grad():  # a generic point: at the initialisation every latent is within ≈ 0.03 of the origin
         base.node_embedding.weight.normal_()
         for layer in (base.vgae.gcn, base.vgae.mu):
@@ -93,8 +89,8 @@ def test_curvature_changes_the_loss(overrides, data, graph_agg):
 @pytest.mark.parametrize("n_layers", [1, 2])
 def test_without_graph_experts_and_rope_the_model_is_mamba4rec(overrides, data, n_layers):
     shared = {"n_layers": n_layers, "rope_target": "none", "mamba_init": "mamba4rec", "hidden_dropout_prob": 0.2}
-    mamba4rec = make(Mamba4Rec, overrides, data[2]._dataset, **shared)
-    hm2rec = make(HM2Rec, overrides, data[2]._dataset, use_graph=False, moe_num_experts=0, **shared)
+    mamba4rec = build_model(Mamba4Rec, overrides, data[2]._dataset, **shared)
+    hm2rec = build_model(HM2Rec, overrides, data[2]._dataset, use_graph=False, moe_num_experts=0, **shared)
     hm2rec.load_state_dict(mamba4rec.state_dict())  # strict: the same parameter names
     batch = first_batch(data[2])
     rec = {}
@@ -118,7 +114,7 @@ def test_without_graph_experts_and_rope_the_model_is_mamba4rec(overrides, data, 
 @pytest.mark.parametrize("regime", ["prefix", "all_positions"])
 def test_loss_is_three_finite_terms_whose_gradients_reach_every_part(request, overrides, regime):
     _, _, train, _, _ = request.getfixturevalue("data" if regime == "prefix" else "data_all_positions")
-    model = make(HM2Rec, overrides, train._dataset, train_regime=regime).train()
+    model = build_model(HM2Rec, overrides, train._dataset, train_regime=regime).train()
     losses = model.calculate_loss(first_batch(train))
     assert isinstance(losses, tuple) and len(losses) == 3
     assert all(torch.isfinite(term) and term.item() > 0 for term in losses)
@@ -131,7 +127,7 @@ def test_loss_is_three_finite_terms_whose_gradients_reach_every_part(request, ov
 
 
 def test_one_graph_pass_per_training_step(overrides, data, monkeypatch):
-    model = make(HM2Rec, overrides, data[2]._dataset).train()
+    model = build_model(HM2Rec, overrides, data[2]._dataset).train()
     calls, forward = [], model.graph_forward
     monkeypatch.setattr(model, "graph_forward", lambda with_loss: calls.append(with_loss) or forward(with_loss))
     model.calculate_loss(first_batch(data[2]))
@@ -157,7 +153,7 @@ ABLATIONS = {
 
 @pytest.mark.parametrize("extra", ABLATIONS.values(), ids=ABLATIONS.keys())
 def test_every_ablation_switch_trains_and_scores(overrides, data, extra):
-    model = make(HM2Rec, overrides, data[2]._dataset, **extra).train()
+    model = build_model(HM2Rec, overrides, data[2]._dataset, **extra).train()
     rec, graph_loss, aux = model.calculate_loss(first_batch(data[2]))
     assert torch.isfinite(rec) and torch.isfinite(graph_loss) and torch.isfinite(aux)
     (rec + graph_loss + aux).backward()
@@ -181,7 +177,7 @@ def test_every_ablation_switch_trains_and_scores(overrides, data, extra):
 
 
 def test_last_position_shortcut_matches_the_full_encoding(overrides, data):
-    model = make(HM2Rec, overrides, data[2]._dataset, n_layers=2).eval()
+    model = build_model(HM2Rec, overrides, data[2]._dataset, n_layers=2).eval()
     batch = first_batch(data[3])[0]
     seq, length = batch["item_id_list"], batch["item_length"]
     with torch.no_grad():
@@ -191,7 +187,7 @@ def test_last_position_shortcut_matches_the_full_encoding(overrides, data):
 
 
 def test_evaluation_caches_the_item_table_until_train(overrides, data, monkeypatch):
-    model = make(HM2Rec, overrides, data[2]._dataset).eval()
+    model = build_model(HM2Rec, overrides, data[2]._dataset).eval()
     batch = first_batch(data[3])[0]
     calls, forward = [], model.graph_forward
     monkeypatch.setattr(model, "graph_forward", lambda with_loss: calls.append(with_loss) or forward(with_loss))

@@ -1,10 +1,11 @@
 """HyMoERec: SASRec reduction, strict config, warm-up buffer, losses, telemetry."""
 
+import functools
 import io
 
 import pytest
 import torch
-from conftest import build_data, first_batch
+from conftest import build_data, build_model, first_batch
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_hymoe import Config, HyMoERec
@@ -24,10 +25,7 @@ def data(overrides):
 
 @pytest.fixture(scope="module")
 def make_model(data, overrides):
-    def make(**extra):
-        return HyMoERec(Config("HyMoERec", "mini", config_dict={**overrides, **extra}), data[2]._dataset)
-
-    return make
+    return functools.partial(build_model, HyMoERec, overrides, data[2]._dataset)
 
 
 def sasrec_with_copy(data, model, overrides):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import build_data, first_batch
+from conftest import build_data, build_model, first_batch
 
 from recbole_hymoe import Config, HyMoERec, Mamba4Rec
 from recbole_hymoe.errors import ConfigError
@@ -19,16 +19,12 @@ def data(overrides):
     return build_data("Mamba4Rec", overrides)
 
 
-def make(model, overrides, data, **extra):
-    return model(Config(model.__name__, "mini", config_dict={**overrides, **extra}), data[2]._dataset).eval()
-
-
 @pytest.mark.parametrize("moe", [{"moe_num_experts": 0}, {"moe_warmup_steps": 10**9}], ids=["no-experts", "alpha-zero"])
 @pytest.mark.parametrize("rope_target", ["none", "bc"])
 def test_hymoerec_on_the_mamba_host_with_moe_off_is_mamba4rec(overrides, data, moe, rope_target):
-    mamba4rec = make(Mamba4Rec, overrides, data, rope_target=rope_target, n_layers=2)
-    hymoerec = make(HyMoERec, overrides, data, backbone="mamba", rope_target=rope_target, n_layers=2,
-                    hidden_dropout_prob=0.2, **moe)
+    mamba4rec = build_model(Mamba4Rec, overrides, data[2]._dataset, rope_target=rope_target, n_layers=2).eval()
+    hymoerec = build_model(HyMoERec, overrides, data[2]._dataset, backbone="mamba", rope_target=rope_target,
+                           n_layers=2, hidden_dropout_prob=0.2, **moe).eval()
     missing, unexpected = hymoerec.load_state_dict(mamba4rec.state_dict(), strict=False)
     assert not unexpected and all(".moe." in k or k.endswith("alpha_logit") for k in missing)
     batch = first_batch(data[2])
@@ -39,9 +35,9 @@ def test_hymoerec_on_the_mamba_host_with_moe_off_is_mamba4rec(overrides, data, m
 
 
 def test_mamba4rec_init_quirk_and_mamba_init(overrides, data):
-    quirk = make(Mamba4Rec, overrides, data)
+    quirk = build_model(Mamba4Rec, overrides, data[2]._dataset).eval()
     assert torch.equal(quirk.encoder[0].mamba.dt_proj.bias.data, torch.zeros(64))  # Mamba4Rec's re-init
-    native = make(Mamba4Rec, overrides, data, mamba_init="mamba")
+    native = build_model(Mamba4Rec, overrides, data[2]._dataset, mamba_init="mamba").eval()
     dt = torch.nn.functional.softplus(native.encoder[0].mamba.dt_proj.bias.data)
     assert dt.min() >= 1e-4 - 1e-9 and dt.max() <= 0.1 + 1e-6
 
@@ -60,7 +56,7 @@ def test_training_reaches_the_state_space_parameters(mini_data_path, overrides, 
 
 
 def test_trailing_padding_does_not_change_scores(overrides, data):
-    model = make(Mamba4Rec, overrides, data, rope_target="bc")
+    model = build_model(Mamba4Rec, overrides, data[2]._dataset, rope_target="bc").eval()
     batch = first_batch(data[2])
     seq = batch["item_id_list"].clone()
     seq[:, 12:] = 0

@@ -91,3 +91,15 @@ def test_sweep_file_on_disk_is_read_with_safe_yaml(tmp_path):
     assert SearchSpace.from_file(path).model == "HyMoERec"
     with pytest.raises(ConfigError, match="sweep file not found"):
         SearchSpace.from_file(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("plot,fragment", [
+    ({"file": "a.png", "x": "dropout", "metrics": ["valid_ndcg@10"]}, "plots[0].x: 'dropout' is not a key of the space"),
+    ({"file": "a.png", "x": "learning_rate", "metrics": ["valid_ndcg@20"]}, "plot one metric (or two on twin axes)"),
+    ({"file": "a.png", "x": "learning_rate", "y": "learning_rate"}, "takes exactly ['file', 'metric', 'x', 'y']"),
+    ({"x": "learning_rate", "metrics": ["valid_ndcg@10"]}, "needs 'file' (a .png name)"),
+])
+def test_plots_name_searched_keys_and_known_metrics(plot, fragment):
+    with pytest.raises(ConfigError) as err:
+        SearchSpace({"space": {"learning_rate": {"grid": [0.1]}}, "plots": [plot]})
+    assert fragment in str(err.value)

@@ -107,14 +107,34 @@ def test_random_draws_that_can_never_be_valid_are_skipped_not_crashed(tmp_path, 
     assert "moe_top_k=3" in report["trials"][0]["stop_reason"]
 
 
+PAPER_PLOTS = [  # the HyMoERec paper's figures, as yaml/tune/hymoerec-{warmup,balance,experts}.yaml ask for them
+    {"file": "hr10_vs_warmup.png", "x": "moe_warmup_steps", "metrics": ["valid_hit@10"]},
+    {"file": "ndcg10_entropy_vs_balance.png", "x": "moe_balance_weight",
+     "metrics": ["valid_ndcg@10", "moe_usage_entropy"]},
+    {"file": "ndcg10_experts_topk.png", "x": "moe_num_experts", "y": "moe_top_k", "metric": "valid_ndcg@10"},
+]
+
+
 def test_plots_of_the_papers_experiments(tmp_path):
     space = SearchSpace({"space": {"moe_warmup_steps": {"grid": [0, 100]}, "moe_balance_weight": {"grid": [0.0, 0.01]},
-                                   "moe_num_experts": {"grid": [2, 4]}, "moe_top_k": {"grid": [1, 2]}}})
+                                   "moe_num_experts": {"grid": [2, 4]}, "moe_top_k": {"grid": [1, 2]}},
+                         "plots": PAPER_PLOTS})
     rows = [{"moe_warmup_steps": w, "moe_balance_weight": b, "moe_num_experts": e, "moe_top_k": k,
              "best_valid_score": 0.05, "valid_hit@10": 0.1 + w / 1e4, "valid_ndcg@10": 0.05 + b,
              "moe_usage_entropy": 1.2 + b} for w, b, e, k in [(0, 0.0, 2, 1), (100, 0.01, 4, 2), (0, 0.01, 2, 2)]]
     written = plot_sweep(rows, space, tmp_path)
     assert written == ["hr10_vs_warmup.png", "ndcg10_entropy_vs_balance.png", "ndcg10_experts_topk.png"]
+    for name in written:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_plots_the_report_plots_the_best_score_against_each_searched_key(tmp_path):
+    space = SearchSpace({"space": {"learning_rate": {"loguniform": [1.0e-4, 1.0e-2]},
+                                   "moe_router": {"choice": ["linear", "mlp"]}}})
+    rows = [{"learning_rate": lr, "moe_router": router, "best_valid_score": score}
+            for lr, router, score in [(1e-3, "mlp", 0.1), (1e-4, "linear", 0.2), (5e-3, "mlp", 0.15)]]
+    written = plot_sweep(rows, space, tmp_path)
+    assert written == ["best_valid_vs_learning_rate.png", "best_valid_vs_moe_router.png"]
     for name in written:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
