@@ -1,9 +1,12 @@
 """Suite report from saved cell results (re-runnable without training anything).
 
-Per dataset: a markdown table with test metrics as mean ± std over seeds, the relative gain of
-each model's NDCG@10 over the suite's reference, the paired Wilcoxon signed-rank p-value over
-users (all seeds pooled, same seed pairing) of each model's per-user test NDCG@10 against the
-best baseline's, and timing / memory columns; CSV and JSON of every cell; PNG plots of the
+Per dataset: a markdown table with test metrics as mean ± std over seeds; the relative gain of
+each model's NDCG@10 and the paired Wilcoxon signed-rank p-value over users (all seeds pooled,
+same seed pairing) of its per-user test NDCG@10 against the suite's reference and against the
+model's own host (a suite entry's ``host``), and against the best baseline in the JSON summary;
+the published figure an entry names; epochs to best, whether early stopping ended every cell
+(a cell whose best epoch lies within ``stopping_step`` of its last epoch was cut by the cap
+and is flagged), timing and memory columns; CSV and JSON of every cell; PNG plots of the
 validation learning curves and, for MoE models, expert usage by item-popularity tier and over
 epochs.
 """
@@ -57,6 +60,20 @@ def _paired(cells_a, cells_b, metric=KEY_METRIC):
     return np.asarray(a_values), np.asarray(b_values)
 
 
+def converged(cell):
+    """Whether early stopping ended the cell: ``stopping_step`` validations after its best epoch."""
+    stopping_step = cell.get("overrides", {}).get("stopping_step", 10)
+    return cell["epochs_run"] - 1 - cell["best_epoch"] >= stopping_step
+
+
+def _versus(row, other):
+    """Relative NDCG@10 gain of ``row`` over ``other`` and the paired p-value (NaN, None without ``other``)."""
+    if other is None or other is row:
+        return math.nan, None
+    a, b = _paired(row["cells"], other["cells"])
+    return relative_gain(row[KEY_METRIC][0], other[KEY_METRIC][0]), (paired_wilcoxon(a, b) if len(a) else None)
+
+
 def summarise(suite, cells):
     """Per dataset and model: metric means/stds, gain over the reference, p-value vs the best baseline."""
     summary = {}
@@ -71,6 +88,9 @@ def summarise(suite, cells):
             for metric in TABLE_METRICS:
                 row[metric] = mean_std(c["test_result"][metric] for c in group)
             row["epochs"] = mean_std(c["epochs_run"] for c in group)
+            row["best_epoch"] = mean_std(c["best_epoch"] for c in group)
+            row["capped_cells"] = [c["seed"] for c in group if not converged(c)]
+            row["host"], row["published"] = entry.get("host"), entry.get("published")
             row["train_s_per_epoch"] = mean_std(c["train_s_per_epoch"] for c in group)
             row["train_s"] = mean_std(c["train_s"] for c in group)
             row["test_eval_s"] = mean_std(c["test_eval_s"] for c in group)
@@ -82,13 +102,9 @@ def summarise(suite, cells):
         best_baseline = max(baselines, key=lambda r: r[KEY_METRIC][0], default=None)
         reference = rows.get(suite.reference)
         for row in rows.values():
-            row["gain_vs_reference"] = (relative_gain(row[KEY_METRIC][0], reference[KEY_METRIC][0])
-                                        if reference else math.nan)
-            if best_baseline is None or row is best_baseline:
-                row["p_vs_best_baseline"] = None
-            else:
-                a, b = _paired(row["cells"], best_baseline["cells"])
-                row["p_vs_best_baseline"] = paired_wilcoxon(a, b) if len(a) else None
+            row["gain_vs_reference"], row["p_vs_reference"] = _versus(row, reference)
+            row["gain_vs_host"], row["p_vs_host"] = _versus(row, rows.get(row["host"]))
+            row["p_vs_best_baseline"] = _versus(row, best_baseline)[1]
         summary[dataset] = {"rows": rows, "best_baseline": best_baseline["label"] if best_baseline else None,
                             "reference": suite.reference}
     return summary
@@ -99,29 +115,39 @@ def _fmt(pair, digits=4):
     return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _gain_p(gain, p_value):
+    if math.isnan(gain):
+        return "–"
+    return f"{gain:+.1%}" + ("" if p_value is None else f" (p {p_value:.2g})")
+
+
 def markdown(suite, summary):
     """Markdown tables, one per dataset."""
     protocol = portable(suite.protocol) if suite.protocol else "package default (yaml/protocol/loo-full.yaml)"
     lines = [f"# Benchmark suite {suite.name}", "",
              f"Protocol: {protocol}; tuning budget per "
              f"model: {suite.tuning_budget}. Test metrics of the best-validation checkpoint, mean ± std over "
-             f"seeds; gain = relative NDCG@10 gain over {suite.reference}; p = paired two-sided Wilcoxon "
-             "signed-rank test of per-user test NDCG@10 against the best baseline (users × seeds pooled).", ""]
+             f"seeds; vs {suite.reference} and vs host = relative NDCG@10 gain and the paired two-sided Wilcoxon "
+             "signed-rank test of per-user test NDCG@10 (users × seeds pooled); best epoch counted from 0; "
+             "converged = early stopping ended every cell (else the seeds cut by the epoch cap).", ""]
     for dataset, block in summary.items():
         lines += [f"## {dataset}", "",
                   f"Best baseline: {block['best_baseline']}.", "",
-                  "| model | regime | seeds | " + " | ".join(TABLE_METRICS) + " | gain | p vs best baseline | "
-                  "epochs | train s/epoch | train s | test eval s | params | peak RSS GB |",
-                  "|---|---|---|" + "---|" * len(TABLE_METRICS) + "---|---|---|---|---|---|---|---|"]
+                  "| model | regime | seeds | " + " | ".join(TABLE_METRICS) + f" | vs {suite.reference} | host | "
+                  "vs host | published NDCG@10 | epochs | best epoch | converged | train s/epoch | train s | "
+                  "test eval s | params | peak RSS GB |",
+                  "|---|---|---|" + "---|" * len(TABLE_METRICS) + "---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in block["rows"].values():
-            gain = "–" if math.isnan(row["gain_vs_reference"]) else f"{row['gain_vs_reference']:+.1%}"
-            p_value = "–" if row["p_vs_best_baseline"] is None else f"{row['p_vs_best_baseline']:.2g}"
             metrics = " | ".join(_fmt(row[m]) for m in TABLE_METRICS)
+            capped = row["capped_cells"]
+            converged_text = "yes" if not capped else "**no**: seed " + ", ".join(map(str, capped))
             lines.append(
                 f"| {row['label']}{' (ours)' if row['role'] == 'ours' else ''} | {row['train_regime']} | "
-                f"{row['seeds']} | {metrics} | {gain} | {p_value} | {_fmt(row['epochs'], 1)} | "
-                f"{_fmt(row['train_s_per_epoch'], 1)} | {_fmt(row['train_s'], 0)} | {_fmt(row['test_eval_s'], 2)} | "
-                f"{row['n_params']:,} | {row['peak_rss_gb']:.2f} |")
+                f"{row['seeds']} | {metrics} | {_gain_p(row['gain_vs_reference'], row['p_vs_reference'])} | "
+                f"{row['host'] or '–'} | {_gain_p(row['gain_vs_host'], row['p_vs_host'])} | "
+                f"{row['published'] or '–'} | {_fmt(row['epochs'], 1)} | {_fmt(row['best_epoch'], 1)} | "
+                f"{converged_text} | {_fmt(row['train_s_per_epoch'], 1)} | {_fmt(row['train_s'], 0)} | "
+                f"{_fmt(row['test_eval_s'], 2)} | {row['n_params']:,} | {row['peak_rss_gb']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -15,7 +15,10 @@ A suite file (``yaml/bench/*.yaml``)::
       - {label: HyMoERec, model: HyMoERec, role: ours}
       - {label: SASRec-equivalent, model: HyMoERec, overrides: {moe_num_experts: 0}}
       - {label: SASRec, model: SASRec,        # role defaults to baseline
-         config_files: [yaml/dataset/beauty-host.yaml]}   # read after the protocol, before overrides
+         config_files: [yaml/dataset/beauty-host.yaml],   # read after the protocol, before overrides
+         published: "0.0568 (Li et al. 2023, CE)"}        # the literature's figure, shown beside ours
+      - {label: HyMoERec, model: HyMoERec, role: ours,
+         host: SASRec-equivalent}             # also compared with this entry (gain, paired p)
 """
 
 from pathlib import Path
@@ -31,6 +34,7 @@ from recbole_hymoe.paths import find_file
 from recbole_hymoe.utils import slug
 
 ROLES = ("ours", "baseline")
+ENTRY_KEYS = {"label", "model", "role", "overrides", "config_files", "host", "published"}
 SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
               "reference", "tuning_budget", "models"}
 
@@ -67,12 +71,18 @@ class Suite:
                 problems.append(f"models[{i}].role {role!r} is not one of {ROLES}")
             files = [find_file(f) for f in entry.get("config_files") or []]
             problems += [f"models[{i}].config_files: {f} not found" for f in files if not Path(f).is_file()]
+            unknown = set(entry) - ENTRY_KEYS
+            if unknown:
+                problems.append(f"models[{i}]: unknown entries {sorted(unknown)}; allowed: {', '.join(sorted(ENTRY_KEYS))}")
             self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
                                 "role": role, "overrides": dict(entry.get("overrides") or {}),
-                                "config_files": files})
+                                "config_files": files, "host": entry.get("host"),
+                                "published": entry.get("published")})
         labels = [m["label"] for m in self.models]
         if len(labels) != len(set(labels)):
             problems.append("model labels must be unique")
+        problems += [f"{m['label']}: host {m['host']!r} is not one of the model labels"
+                     for m in self.models if m["host"] is not None and m["host"] not in labels]
         self.reference = data.get("reference", labels[0] if labels else None)
         if labels and self.reference not in labels:
             problems.append(f"reference {self.reference!r} is not one of the model labels {labels}")

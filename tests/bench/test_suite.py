@@ -61,6 +61,8 @@ def test_smoke_suite_runs_every_model_reports_statistics_and_resumes(tmp_path, m
     assert set(rows) == {m["label"] for m in suite.models}
     assert rows["SASRec"]["train_regime"] == rows["HyMoERec"]["train_regime"] == "all_positions"
     assert any(row["p_vs_best_baseline"] is not None for row in rows.values())
+    assert rows["HyMoERec"]["host"] == "SASRec-equivalent" and rows["HyMoERec"]["p_vs_host"] is not None
+    assert rows["HM2Rec"]["host"] == "Mamba4Rec" and rows["SASRec"]["p_vs_host"] is None
     assert "learning_curves_mini.png" in report["plots"] and "experts_mini_HyMoERec.png" in report["plots"]
     results = (tmp_path / "out" / "results.md").read_text()
     assert "| SASRec-equivalent | all_positions | 1 |" in results and "Best baseline:" in results
@@ -93,3 +95,26 @@ def test_an_interrupted_suite_runs_only_its_missing_cells(tmp_path, mini_data_pa
     second = runner.run_suite(str(suite_file), tmp_path / "out", executor="local", overrides=overrides)
     assert second == {**second, "ran": 1, "skipped": 1, "failed": []}
     assert lost.is_file()
+
+
+def test_report_flags_capped_cells_and_compares_with_the_host():
+    from recbole_hymoe.bench.report import _versus, converged
+
+    assert converged({"epochs_run": 30, "best_epoch": 19, "overrides": {"stopping_step": 10}})
+    assert not converged({"epochs_run": 30, "best_epoch": 20, "overrides": {"stopping_step": 10}})  # cut by a cap
+    assert not converged({"epochs_run": 12, "best_epoch": 10, "overrides": {}})  # default stopping_step 10
+
+    def row(values):
+        cells = [{"seed": 1, "per_user": {"user": np.arange(len(values)), "ndcg@10": np.asarray(values)}}]
+        return {"cells": cells, "ndcg@10": (float(np.mean(values)), 0.0)}
+
+    ours, host = row([0.5, 0.6, 0.2, 0.9, 0.3, 0.8]), row([0.4, 0.5, 0.1, 0.7, 0.2, 0.6])
+    gain, p_value = _versus(ours, host)
+    assert gain == pytest.approx((0.55 - 0.4166667) / 0.4166667)
+    assert p_value == pytest.approx(stats.wilcoxon([0.1, 0.1, 0.1, 0.2, 0.1, 0.2]).pvalue)
+    assert _versus(ours, None) == (pytest.approx(float("nan"), nan_ok=True), None)
+    with pytest.raises(ConfigError, match="HyMoERec: host 'Nobody' is not one of the model labels"):
+        Suite({"name": "n", "datasets": ["mini"], "seeds": [1],
+               "models": [{"model": "HyMoERec", "host": "Nobody"}, {"model": "SASRec", "colour": 1}]})
+    with pytest.raises(ConfigError, match=r"models\[1\]: unknown entries \['colour'\]"):
+        Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "SASRec"}, {"model": "GRU4Rec", "colour": 1}]})
