@@ -240,7 +240,10 @@ def ttq_table(report):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        reached = "not reached" if r["to_reference_s"] is None else f"{r['to_reference_s']:.0f}"
+        if r.get("reference_target", True) is None:
+            reached = "reference not run"
+        else:
+            reached = "not reached" if r["to_reference_s"] is None else f"{r['to_reference_s']:.0f}"
         ratio = "–" if r["to_reference_ratio"] is None else f"{r['to_reference_ratio']:.3f}"
         lines.append(
             f"| {r['label']} | {r.get('reference', reference['label'])} | {r['epochs_run']} ({r['best_epoch']}) | "
