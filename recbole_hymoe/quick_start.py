@@ -25,8 +25,9 @@ from recbole_hymoe.atomic import check_split
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
-from recbole_hymoe.trainer import build_trainer
+from recbole_hymoe.paths import portable
 from recbole_hymoe.resume import load_training_state, restore_training_state, save_training_state
+from recbole_hymoe.trainer import build_trainer
 from recbole_hymoe.utils import write_atomic
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
@@ -314,8 +315,14 @@ def _plain(value):
 
 
 def _write_run_folder(run_dir, config, result):
-    write_atomic(run_dir / "config.yaml", yaml.safe_dump(reusable_config(config), sort_keys=True))
-    write_atomic(run_dir / "results.json", json.dumps(result, indent=2, default=str))
+    """Write the run's config, results and table; paths as :func:`~recbole_hymoe.paths.portable` names them
+    (relative to where the run started, else by name), never this machine's absolute layout."""
+    settings = reusable_config(config)
+    settings["data_path"] = portable(settings["data_path"])
+    record = {**result, "run_dir": portable(result["run_dir"]),
+              "checkpoint": portable(result["checkpoint"]) if result["checkpoint"] else None}
+    write_atomic(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
+    write_atomic(run_dir / "results.json", json.dumps(record, indent=2, default=str))
     write_atomic(run_dir / "results.md", results_table(result))
 
 
