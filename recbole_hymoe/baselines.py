@@ -15,11 +15,10 @@ positions of a batch, V items (row 0 = padding).
 """
 
 import torch
-from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from recbole_hymoe.data import LOSS_START_FIELD
-from recbole_hymoe.nn.losses import next_item_loss, next_item_targets
+from recbole_hymoe.nn.losses import chunked_cross_entropy, next_item_loss, next_item_targets
 
 # NARM's causal attention holds a [B, T, L, H] tensor per chunk of T query positions; chunks are
 # recomputed in the backward pass (activation checkpointing) so memory stays O(chunk), not O(L²).
@@ -172,7 +171,11 @@ def bert4rec_all_positions_loss(model, interaction, loss_type, ft_ratio, generat
         pos_score = (states * table[positives]).sum(-1) + model.output_bias[positives]
         neg_score = (states * table[negatives]).sum(-1) + model.output_bias[negatives]
         return -torch.log(1e-14 + torch.sigmoid(pos_score - neg_score)).mean()
-    return F.cross_entropy(states @ table.t() + model.output_bias, positives)  # [N, V]
+    # the output bias as one more hidden column, [N, H+1] · [V, H+1]ᵀ = states · tableᵀ + bias, so
+    # the cloze CE is the chunked softmax that never holds the [N, V] logits at once
+    states = torch.cat([states, states.new_ones(states.size(0), 1)], dim=1)  # [N, H+1]
+    table = torch.cat([table, model.output_bias.unsqueeze(1)], dim=1)  # [V, H+1]
+    return chunked_cross_entropy(states, table, positives)
 
 
 def all_positions_loss(model, config):

@@ -17,6 +17,7 @@ from recbole_hymoe.baselines import (
 )
 from recbole_hymoe.data import RegimeDataset
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.nn import losses
 from recbole_hymoe.nn.losses import next_item_targets
 from recbole_hymoe.trainer import MoETrainer, build_trainer
 
@@ -120,9 +121,12 @@ def test_cloze_windows_append_the_target_and_drop_a_full_window_first_item():
     assert sequence.tolist() == [[5, 6, 7, 9]] and maskable.all()
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 8], ids=["one-chunk", "chunks-of-8"])
 @pytest.mark.parametrize("ft_ratio", [0.0, 1.0])
-def test_bert4rec_cloze_loss_is_recbole_forward_at_the_masked_positions(windows, ft_ratio):
+def test_bert4rec_cloze_loss_is_recbole_forward_at_the_masked_positions(windows, ft_ratio, chunk_rows, monkeypatch):
     config, train_data, model = built("BERT4Rec", windows)
+    if chunk_rows is not None:
+        monkeypatch.setattr(losses, "CE_CHUNK_ELEMENTS", chunk_rows * model.n_items)
     batch = first_batch(train_data)
     loss = bert4rec_all_positions_loss(model, batch, "CE", ft_ratio, generator=torch.Generator().manual_seed(3))
     # The same draws by hand: the masked sequence through RecBole's BERT4Rec.forward, CE + output_bias.
@@ -143,7 +147,9 @@ def test_bert4rec_cloze_loss_is_recbole_forward_at_the_masked_positions(windows,
     logits = output @ model.item_embedding.weight[: model.n_items].t() + model.output_bias
     expected = torch.nn.functional.cross_entropy(logits, sequence[masked])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert loss.requires_grad
+    params = [param for param in model.parameters() if param.requires_grad]
+    torch.testing.assert_close(torch.autograd.grad(loss, params, allow_unused=True),
+                               torch.autograd.grad(expected, params, allow_unused=True))
 
 
 def test_builtin_all_positions_uses_the_package_windows_and_trainer(windows, mini_data_path):

@@ -10,6 +10,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_hymoe import Config, HyMoERec
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.nn import losses
 from recbole_hymoe.nn.moe import SparseMoE
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,40 @@ def test_losses_are_finite_and_train_every_part(mini_data_path, loss_type):
         if name == "position_embedding.weight":
             continue  # positions beyond the batch's longest sequence see no data
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_all_positions_ce_in_chunks_equals_the_plain_form(overrides, monkeypatch):
+    overrides = {**overrides, "train_regime": "all_positions"}
+    _, _, train_data, _, _ = build_data("HyMoERec", overrides)
+    model = build_model(HyMoERec, overrides, train_data._dataset, moe_warmup_steps=0, temperature=0.5).eval()
+    batch = first_batch(train_data)
+    chunked_cross_entropy, backward_kinds = losses.chunked_cross_entropy, []
+
+    def spy(*args, **kwargs):
+        loss = chunked_cross_entropy(*args, **kwargs)
+        backward_kinds.append(type(loss.grad_fn).__name__)
+        return loss
+
+    def loss_and_grads(chunk_rows):
+        monkeypatch.setattr(losses, "CE_CHUNK_ELEMENTS", chunk_rows * model.item_table().size(0))
+        model.zero_grad()
+        rec_loss, _ = model.calculate_loss(batch)
+        rec_loss.backward()
+        return rec_loss.detach(), {name: param.grad.clone() for name, param in model.named_parameters()
+                                   if param.grad is not None}
+
+    monkeypatch.setattr(losses, "chunked_cross_entropy", spy)
+    plain_loss, plain_grads = loss_and_grads(10**6)  # far more rows than a batch has: the plain form
+    loss, grads = loss_and_grads(100)
+    assert backward_kinds == ["NllLossBackward0", "_ChunkedCrossEntropyBackward"]
+    torch.testing.assert_close(loss, plain_loss)
+    assert grads.keys() == plain_grads.keys()
+    # float32 rounding relative to the model's largest gradient: some are zero up to rounding
+    # (a key bias shifts every attention score of a query alike)
+    atol = 1e-5 * max(grad.abs().max().item() for grad in plain_grads.values())
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], rtol=1e-5, atol=atol,
+                                   msg=lambda message, name=name: f"{name}: {message}")
 
 
 def test_telemetry_reports_alpha_share_gate_and_entropy(data, make_model):
