@@ -315,10 +315,13 @@ def _plain(value):
 
 
 def _write_run_folder(run_dir, config, result):
-    """Write the run's config, results and table; paths as :func:`~recbole_hymoe.paths.portable` names them
-    (relative to where the run started, else by name), never this machine's absolute layout."""
+    """Write the run's config, results and table. ``results.json`` names the run folder and the
+    checkpoint as :func:`~recbole_hymoe.paths.portable` does; ``config.yaml`` stays reusable with
+    ``--config_files``, so its ``data_path`` is relative only when it lies under the working folder."""
     settings = reusable_config(config)
-    settings["data_path"] = portable(settings["data_path"])
+    data_path = Path(settings["data_path"]).resolve()
+    if data_path.is_relative_to(Path.cwd().resolve()):
+        settings["data_path"] = str(data_path.relative_to(Path.cwd().resolve()))
     record = {**result, "run_dir": portable(result["run_dir"]),
               "checkpoint": portable(result["checkpoint"]) if result["checkpoint"] else None}
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
