@@ -323,7 +323,8 @@ def _write_run_folder(run_dir, config, result):
     if data_path.is_relative_to(Path.cwd().resolve()):
         settings["data_path"] = str(data_path.relative_to(Path.cwd().resolve()))
     record = {**result, "run_dir": portable(result["run_dir"]),
-              "checkpoint": portable(result["checkpoint"]) if result["checkpoint"] else None}
+              "checkpoint": portable(result["checkpoint"]) if result["checkpoint"] else None,
+              "command": [Path(arg).name if i == 0 else arg for i, arg in enumerate(result["command"])]}
     write_atomic(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
     write_atomic(run_dir / "results.json", json.dumps(record, indent=2, default=str))
     write_atomic(run_dir / "results.md", results_table(result))

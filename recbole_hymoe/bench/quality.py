@@ -116,7 +116,8 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
             earlier_wall = result.get("wall_s", 0.0) if result else 0.0
             start = time.perf_counter()
             config_files = [find_file(f) for f in spec.get("config_files") or []] or None
-            result = run(entry["model"], spec["dataset"], config_files, config)
+            run(entry["model"], spec["dataset"], config_files, config)
+            result = json.loads(done.read_text(encoding="utf-8"))  # the run's record, portable paths
             result["wall_s"] = round(earlier_wall + time.perf_counter() - start, 1)
             write_atomic(done, json.dumps(result, indent=2, default=str))
         results.append({"label": entry["label"], "group": entry["group"],
