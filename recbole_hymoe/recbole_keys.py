@@ -217,26 +217,8 @@ def split_args():
 
 def eval_args():
     """Check the shape of ``eval_args`` (what each model type may use is checked separately)."""
-    parts = {"split": split_args(), "order": Choice("RO", "TO"), "group_by": Choice("user", "none", None),
-             "mode": eval_modes()}
-
-    def check(value):
-        if not isinstance(value, dict):
-            raise ValueError(f"must be a mapping with keys among {list(EVAL_ARGS_KEYS)}")
-        unknown = [k for k in value if k not in EVAL_ARGS_KEYS]
-        if unknown:
-            hints = [difflib.get_close_matches(str(k), EVAL_ARGS_KEYS, n=1) for k in unknown]
-            hint = "".join(f"; did you mean {h[0]!r}?" for h in hints if h)
-            raise ValueError(f"has unknown key(s) {unknown}{hint}; allowed: {list(EVAL_ARGS_KEYS)}")
-        for key, inner in parts.items():
-            if key in value:
-                try:
-                    inner(value[key])
-                except ValueError as err:
-                    raise ValueError(f"has a {key} {value[key]!r} that {err}") from None
-        return value
-
-    return check
+    return keyed(EVAL_ARGS_KEYS, split=split_args(), order=Choice("RO", "TO"),
+                 group_by=Choice("user", "none", None), mode=eval_modes())
 
 
 def clip_args():

@@ -10,6 +10,7 @@ values that keep their declared range (``minimum``, ``options``, …) readable, 
 exercise every allowed value of every key.
 """
 
+import difflib
 import math
 import numbers
 from dataclasses import dataclass
@@ -182,7 +183,9 @@ def keyed(allowed, required=(), **checks):
             raise ValueError(f"must be a mapping with keys among {list(allowed)}")
         unknown = [k for k in value if k not in allowed]
         if unknown:
-            raise ValueError(f"has unknown key(s) {unknown}; allowed: {list(allowed)}")
+            close = [difflib.get_close_matches(str(k), [str(a) for a in allowed], n=1) for k in unknown]
+            hint = "".join(f"; did you mean {c[0]!r}?" for c in close if c)
+            raise ValueError(f"has unknown key(s) {unknown}{hint}; allowed: {list(allowed)}")
         missing = [k for k in required if k not in value]
         if missing:
             raise ValueError(f"needs the key(s) {missing}")
