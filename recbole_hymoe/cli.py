@@ -297,6 +297,8 @@ def run_bench_main(argv=None):
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: one process per cell, in turn; ray: Ray tasks (local or --address)")
     parser.add_argument("--datasets", default=None, help="comma-separated datasets instead of the suite's")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated model labels of the suite to run (default: all); the report covers all")
     parser.add_argument("--cpus-per-cell", type=float, default=1)
     parser.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS, else local)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
@@ -311,8 +313,9 @@ def run_bench_main(argv=None):
         out = Path(args.out or Path("results") / "bench" / suite.name)
         summary = {"failed": [], "report": write_report(suite, out)}
     else:
+        labels = args.models.split(",") if args.models else None
         summary = run_suite(args.suite, args.out, args.executor, args.cpus_per_cell, args.address,
-                            args.num_cpus, overrides, datasets)
+                            args.num_cpus, overrides, datasets, labels=labels)
         out = Path(args.out or Path("results") / "bench" / Suite.from_file(args.suite).name)
     print((out / "results.md").read_text(encoding="utf-8"))
     if not args.report_only:

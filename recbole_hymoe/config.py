@@ -223,6 +223,9 @@ class Config(RecBoleConfig):
                 problems.append(str(err))
             except TypeError:
                 pass  # a MAX_ITEM_LIST_LENGTH that is not a number, reported above
+        elif final.get("train_regime") == "all_positions":
+            problems.append(f"train_regime='all_positions' applies to sequential models only and {self.model} "
+                            f"is not one: leave train_regime at 'prefix' (the default) for it")
         if plugin:
             problems += self.model_class.read_config(self)[1]
         if problems:

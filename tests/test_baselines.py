@@ -168,6 +168,9 @@ def test_builtin_all_positions_uses_the_package_windows_and_trainer(windows, min
 def test_other_builtin_models_refuse_all_positions_naming_the_supported_ones(mini_data_path):
     with pytest.raises(ConfigError, match="not available for Caser.*SASRec, GRU4Rec, NARM, BERT4Rec"):
         Config("Caser", "mini", config_dict={"data_path": str(mini_data_path), "train_regime": "all_positions"})
+    for general in ("Pop", "BPR"):  # not sequential: no windows to train on
+        with pytest.raises(ConfigError, match=f"sequential models only and {general} is not one"):
+            Config(general, "mini", config_dict={"data_path": str(mini_data_path), "train_regime": "all_positions"})
     with pytest.raises(ConfigError, match="loss_type='SSM'"):
         Config("SASRec", "mini", config_dict={"data_path": str(mini_data_path), "train_regime": "all_positions",
                                               "loss_type": "SSM"})

@@ -57,7 +57,7 @@ def _run_ray(specs, cpus_per_cell, address, num_cpus):
 
 
 def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, address=None, num_cpus=None,
-              overrides=None, datasets=None, report=True):
+              overrides=None, datasets=None, report=True, labels=None):
     """Run every cell of ``suite_file`` that has no result yet, then write the report.
 
     Args:
@@ -69,6 +69,7 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
         num_cpus (int, optional): CPUs of a local Ray.
         overrides (dict, optional): config overrides for every cell (e.g. ``data_path``).
         datasets (list[str], optional): run on these datasets instead of the suite's.
+        labels (list[str], optional): run only the cells of these model labels (the report covers all).
         report (bool): write the report afterwards.
 
     Returns:
@@ -79,10 +80,17 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
         raise ConfigError(f"executor {executor!r} is not one of {EXECUTORS}")
     if datasets:
         suite.datasets = list(datasets)
+    if labels:
+        unknown = sorted(set(labels) - {entry["label"] for entry in suite.models})
+        if unknown:
+            raise ConfigError(f"models {unknown} are not labels of suite {suite.name!r}; its labels: "
+                              f"{[entry['label'] for entry in suite.models]}")
     overrides = dict(overrides or {})
     suite.check(overrides)  # every problem, before anything runs
     out_dir = Path(out_dir or Path("results") / "bench" / suite.name)
     specs = suite.cells(out_dir, overrides)
+    if labels:
+        specs = [spec for spec in specs if spec["label"] in labels]
     for spec in specs:  # a relative data_path is recorded as given and resolved from here by the cell
         spec["cwd"] = str(Path.cwd())
     todo = [s for s in specs if not (Path(s["dir"]) / RESULT_FILE).is_file()]

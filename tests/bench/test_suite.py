@@ -97,6 +97,25 @@ def test_an_interrupted_suite_runs_only_its_missing_cells(tmp_path, mini_data_pa
     assert lost.is_file()
 
 
+@pytest.mark.integration
+def test_models_runs_only_the_named_labels_and_refuses_unknown_ones(tmp_path, mini_data_path):
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "two", "datasets": ["mini"], "seeds": [1], "train_regime": "all_positions",
+        "protocol": "yaml/protocol/loo-full.yaml",
+        "models": [{"label": "Pop", "model": "Pop"},
+                   {"label": "SASRec-equivalent", "model": "HyMoERec", "overrides": {"moe_num_experts": 0}}],
+    }))
+    overrides = {**TINY, "data_path": str(mini_data_path)}
+    with pytest.raises(ConfigError, match=r"models \['SASrec'\] are not labels of suite 'two'.*'Pop'"):
+        runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides,
+                         labels=["SASrec"])
+    done = runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides,
+                            labels=["Pop"])
+    assert done["ran"] == 1 and done["skipped"] == 0
+    assert [p.parent.parent.name for p in (tmp_path / "out" / "cells").rglob("result.json")] == ["pop"]
+
+
 def test_report_flags_capped_cells_and_compares_with_the_host():
     from recbole_hymoe.bench.report import _versus, converged
 
