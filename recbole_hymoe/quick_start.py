@@ -112,20 +112,33 @@ def build_pipeline(config):
     return Pipeline(dataset, train_data, valid_data, test_data, model, trainer, record_validation(trainer))
 
 
-def train_and_evaluate(config, saved=True):
-    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``.
+class Fitted(NamedTuple):
+    """What :func:`fit_resumable` returns."""
 
-    A run folder that holds an unfinished run's training state (:mod:`recbole_hymoe.resume`)
-    continues it after its last validated epoch — e.g. after an interruption, or with a
-    larger ``epochs`` — and the state is saved again after every validation.
+    best_valid_score: float
+    best_valid_result: dict
+    train_time_s: float  # training seconds over every segment of the run
+    resumed_at: list  # epochs at which later segments continued the run
+    history: list  # every validation record, ``elapsed_s`` in training seconds
+
+
+def fit_resumable(config, pipeline, run_dir, state, saved=True):
+    """``trainer.fit`` that continues a saved run and saves its state after every validation.
+
+    Args:
+        config (Config): the run's config.
+        pipeline (Pipeline): from :func:`build_pipeline` (its trainer checkpoints into ``run_dir``).
+        run_dir (Path): the run folder.
+        state (dict, optional): :func:`recbole_hymoe.resume.load_training_state`'s answer, read
+            before the data was built.
+        saved (bool): keep the best checkpoint and the training state.
+
+    Returns:
+        Fitted: scores, training time and the full validation history.
     """
-    run_dir = _prepare_run_dir(config)
+    trainer, train_data, history = pipeline.trainer, pipeline.train_data, pipeline.history
     settings = reusable_config(config)
-    state = load_training_state(run_dir, settings) if saved else None  # refused before any data is loaded
-    _, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves no folder behind
     logger = getLogger()
-    n_params = sum(p.numel() for p in model.parameters())
     previous, offset, resumed_at, finished = [], 0.0, [], False
     if state is not None:
         restore_training_state(state, trainer, train_data, config["device"])
@@ -151,12 +164,31 @@ def train_and_evaluate(config, saved=True):
         best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
     else:
         best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=save_state
+            train_data, pipeline.valid_data, saved=saved,
+            show_progress=config["show_progress"], callback_fn=save_state,
         )
-    train_time = training_seconds(time.perf_counter())
-    history[:] = previous + history
+    return Fitted(float(best_valid_score), dict(best_valid_result or {}), training_seconds(time.perf_counter()),
+                  resumed_at, previous + history)
+
+
+def train_and_evaluate(config, saved=True):
+    """Run RecBole's data -> model -> Trainer.fit -> evaluate pipeline for a built ``Config``.
+
+    A run folder that holds an unfinished run's training state (:mod:`recbole_hymoe.resume`)
+    continues it after its last validated epoch — e.g. after an interruption, or with a
+    larger ``epochs`` — and the state is saved again after every validation.
+    """
+    run_dir = _prepare_run_dir(config)
+    state = load_training_state(run_dir, reusable_config(config)) if saved else None  # before any data is read
+    pipeline = build_pipeline(config)
+    trainer, model = pipeline.trainer, pipeline.model
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: data that cannot be read leaves no folder behind
+    logger = getLogger()
+    n_params = sum(p.numel() for p in model.parameters())
+    fitted = fit_resumable(config, pipeline, run_dir, state, saved)
+    best_valid_score, best_valid_result, train_time, resumed_at, history = fitted
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(pipeline.test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_time = time.perf_counter() - start
 
     result = {

@@ -7,7 +7,11 @@ evaluation time, parameter count, peak resident memory and, for MoE models, the 
 expert telemetry and the expert usage on validation tokens by item-popularity tier.
 
 Cells run in a fresh process each (``python -m recbole_hymoe.bench.cell <spec.json>`` or a
-Ray task with ``max_calls=1``), so memory figures and crashes stay per cell.
+Ray task with ``max_calls=1``), so memory figures and crashes stay per cell. A cell cut short
+(killed, or its machine gone) continues from the training state its ``run/`` folder kept at its
+last validation (:mod:`recbole_hymoe.resume`) when the suite runs again; its result records the
+epochs at which it continued (``resumed_at_epochs``), and its wall time and peak memory are
+those of the last segment.
 """
 
 import json
@@ -24,11 +28,13 @@ from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config
 from recbole_hymoe.nn.moe import SparseMoE
 from recbole_hymoe.paths import portable
-from recbole_hymoe.quick_start import build_pipeline, versions
+from recbole_hymoe.quick_start import build_pipeline, fit_resumable, reusable_config, versions
+from recbole_hymoe.resume import load_training_state
 from recbole_hymoe.utils import PeakRSS, write_atomic
 
 RESULT_FILE = "result.json"
 PER_USER_FILE = "per_user.npz"
+RUN_FOLDER = "run"  # checkpoints and the training state an interrupted cell continues from (not committed)
 # Item-popularity tiers by training frequency: the most frequent 20 % of items, the next 30 %,
 # the remaining 50 %.
 POPULARITY_TIERS = (("head", 0.2), ("torso", 0.5), ("tail", 1.0))
@@ -131,29 +137,29 @@ def run_cell(spec):
     """
     cell_dir = Path(spec["dir"])
     cell_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = cell_dir / RUN_FOLDER
     with PeakRSS() as memory:
         start = time.perf_counter()
-        overrides = {**spec["overrides"], "seed": spec["seed"], "run_dir": str(cell_dir / "run"),
-                     "checkpoint_dir": str(cell_dir / "run"), "show_progress": False}
+        overrides = {**spec["overrides"], "seed": spec["seed"], "run_dir": str(run_dir),
+                     "checkpoint_dir": str(run_dir), "show_progress": False}
         if "data_path" in overrides:  # recorded as the user gave it, resolved from where the suite ran
             overrides["data_path"] = str(Path(spec.get("cwd", ".")) / overrides["data_path"])
         with clean_argv():
             files = [str(Path(spec.get("cwd", ".")) / f) for f in spec.get("config_files") or []]
             config = Config(spec["model"], spec["dataset"], files, overrides)
-        (cell_dir / "run").mkdir(exist_ok=True)
-        dataset, train_data, valid_data, test_data, model, trainer, history = build_pipeline(config)
-        fit_start = time.perf_counter()
-        trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-        train_s = time.perf_counter() - fit_start
+        state = load_training_state(run_dir, reusable_config(config))  # an interrupted cell continues
+        pipeline = build_pipeline(config)
+        run_dir.mkdir(exist_ok=True)
+        fitted = fit_resumable(config, pipeline, run_dir, state)
         eval_start = time.perf_counter()
-        test_result, per_user = evaluate_per_user(trainer, test_data)
+        test_result, per_user = evaluate_per_user(pipeline.trainer, pipeline.test_data)
         test_s = time.perf_counter() - eval_start
+        model, trainer = pipeline.model, pipeline.trainer
         epochs = len(trainer.train_loss_dict)
-        tiers = popularity_tiers(dataset, model.n_items)
-        usage = expert_usage_by_tier(model, valid_data, tiers)
+        tiers = popularity_tiers(pipeline.dataset, model.n_items)
+        usage = expert_usage_by_tier(model, pipeline.valid_data, tiers)
         wall_s = time.perf_counter() - start
-    for record in history:
-        record["elapsed_s"] = round(record["elapsed_s"] - fit_start, 3)
+    history = fitted.history
     best = max(history, key=lambda r: r["valid_score"]) if history else None
     result = {
         "label": spec["label"],
@@ -166,8 +172,9 @@ def run_cell(spec):
         "best_epoch": best["epoch"] if best else None,
         "epochs_run": epochs,
         "valid_history": history,
-        "train_s": round(train_s, 2),
-        "train_s_per_epoch": round(train_s / max(1, epochs), 2),
+        "train_s": round(fitted.train_time_s, 2),
+        "train_s_per_epoch": round(fitted.train_time_s / max(1, epochs), 2),
+        "resumed_at_epochs": fitted.resumed_at,
         "test_eval_s": round(test_s, 2),
         "wall_s": round(wall_s, 1),
         "n_params": sum(p.numel() for p in model.parameters()),

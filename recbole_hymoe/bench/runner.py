@@ -3,8 +3,9 @@
 ``executor='local'`` runs the cells one after another, each in its own Python process;
 ``executor='ray'`` submits them as Ray tasks (a fresh worker per task) to a local Ray sized to
 the machine or to an existing cluster (``address``/``RAY_ADDRESS``), with the same Ray
-initialisation as the sweeps. A cell whose ``result.json`` exists is never run again, so an
-interrupted suite resumes by running the same command.
+initialisation as the sweeps. A cell whose ``result.json`` exists is never run again, and a cell
+interrupted mid-training continues after its last validated epoch, so an interrupted suite
+resumes by running the same command.
 """
 
 import json

@@ -41,6 +41,9 @@ _SASREC_KEY_MAP = (
 )
 
 
+POSITION_ALIGNMENTS = ("start", "end")
+
+
 class HyMoERec(PluginSequentialRecommender):
     """SASRec with every position-wise FFN replaced by a HyMoE block.
 
@@ -60,7 +63,11 @@ class HyMoERec(PluginSequentialRecommender):
         - ḡ averages the full softmax over real tokens; the paper's ``Σ ḡ log ḡ`` is logged
           shifted by ``log E`` (same gradient), summed over blocks;
         - ``moe_fusion: convex``, ``moe_router: mlp``, ``moe_balance_loss: switch`` and the
-          z-loss are ablations, not the paper's method.
+          z-loss are ablations, not the paper's method;
+        - ``position_alignment`` (transformer host): ``start`` numbers positions from each
+          sequence's first item (RecBole's SASRec, which pads on the right); ``end`` gives the
+          last real item position L − 1, as SASRec's and S3Rec's own code does by padding on the
+          left, so the newest item always reads the same position embedding.
         With ``moe_num_experts: 0`` the model is RecBole's SASRec (see :meth:`load_sasrec_weights`)
         or, with ``backbone: mamba``, the package's Mamba4Rec (same parameter names).
     """
@@ -76,6 +83,7 @@ class HyMoERec(PluginSequentialRecommender):
         Param("hidden_act", Choice(*ACTIVATIONS)),
         Param("layer_norm_eps", Number(0.0, min_exclusive=True)),
         Param("initializer_range", Number(0.0, min_exclusive=True)),
+        Param("position_alignment", Choice(*POSITION_ALIGNMENTS)),
         *MOE_PARAMS,
         Param("moe_inner_size", Nullable(Integer(1))),
         Param("moe_fusion", Choice(*FUSIONS)),
@@ -111,6 +119,7 @@ class HyMoERec(PluginSequentialRecommender):
         hymoe = {"moe": self.moe_settings, "expert_inner_size": hp["moe_inner_size"], "fusion": hp["moe_fusion"],
                  "alpha_init": hp["moe_alpha_init"]}
         self.backbone = hp["backbone"]
+        self.position_alignment = hp["position_alignment"]
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.layer_norm = nn.LayerNorm(self.hidden_size, eps=hp["layer_norm_eps"])
         self.dropout = Dropout(hp["hidden_dropout_prob"])
@@ -154,6 +163,9 @@ class HyMoERec(PluginSequentialRecommender):
         if self.backbone == "mamba":
             return encode_mamba(self, item_seq, item_seq_len, last_only, warmup=self.moe_warmup())
         positions = torch.arange(item_seq.size(1), device=item_seq.device)  # [L]
+        if self.position_alignment == "end":  # last real item at L_max - 1; padding clamped (masked anyway)
+            shift = self.max_seq_length - item_seq_len  # [B]
+            positions = (positions + shift.unsqueeze(1)).clamp(max=self.max_seq_length - 1)  # [B, L]
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B, L, H]
         hidden = self.dropout(self.layer_norm(hidden))
         return run_layers(self.encoder, hidden, item_seq_len, last_only, attn_mask=causal_attention_mask(item_seq),

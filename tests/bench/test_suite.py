@@ -116,6 +116,26 @@ def test_models_runs_only_the_named_labels_and_refuses_unknown_ones(tmp_path, mi
     assert [p.parent.parent.name for p in (tmp_path / "out" / "cells").rglob("result.json")] == ["pop"]
 
 
+@pytest.mark.integration
+def test_a_cell_cut_mid_training_continues_to_the_uninterrupted_result(tmp_path, mini_data_path):
+    from recbole_hymoe.bench.cell import RESULT_FILE, run_cell
+
+    def spec(folder, epochs):
+        return {"label": "SASRec-equivalent", "model": "HyMoERec", "role": None, "dataset": "mini", "seed": 7,
+                "config_files": ["yaml/protocol/loo-full.yaml"], "dir": str(tmp_path / folder),
+                "overrides": {**TINY, "epochs": epochs, "moe_num_experts": 0, "train_regime": "all_positions",
+                              "data_path": str(mini_data_path)}}
+
+    whole = run_cell(spec("whole", 3))
+    run_cell(spec("cut", 2))  # as if the cell had been stopped after its second validation
+    (tmp_path / "cut" / RESULT_FILE).unlink()
+    continued = run_cell(spec("cut", 3))
+    assert continued["resumed_at_epochs"] == [2] and whole["resumed_at_epochs"] == []
+    assert continued["epochs_run"] == whole["epochs_run"] == 3
+    assert continued["test_result"] == whole["test_result"]
+    assert [r["valid_score"] for r in continued["valid_history"]] == [r["valid_score"] for r in whole["valid_history"]]
+
+
 def test_report_flags_capped_cells_and_compares_with_the_host():
     from recbole_hymoe.bench.report import _versus, converged
 

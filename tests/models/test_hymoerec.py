@@ -51,6 +51,25 @@ def test_with_moe_branch_off_scores_equal_recbole_sasrec(data, overrides, make_m
         assert torch.allclose(model.predict(batch), sasrec.predict(batch), atol=1e-6)
 
 
+def test_end_alignment_reads_the_position_table_from_its_end(make_model):
+    # a left-padded sequence of n items reads positions L - n … L - 1: the same as 'start' with the
+    # table's last n rows moved to its front
+    end = make_model(moe_num_experts=0, position_alignment="end").eval()
+    start = make_model(moe_num_experts=0).eval()
+    start.load_state_dict(end.state_dict())
+    table_len, n = end.max_seq_length, 5
+    start.position_embedding.weight.data[:n] = end.position_embedding.weight.data[table_len - n:]
+    items = torch.tensor([[3, 4, 5, 6, 7, 0, 0, 0], [9, 8, 7, 6, 5, 0, 0, 0]])
+    lengths = torch.tensor([n, n])
+    with torch.no_grad():
+        ours, _ = end.encode(items, lengths)  # [B, L, H]
+        shifted, _ = start.encode(items, lengths)
+    assert torch.allclose(ours[:, :n], shifted[:, :n], atol=1e-6)
+    start.load_state_dict(end.state_dict())
+    with torch.no_grad():  # with the same table, 'start' reads other rows
+        assert not torch.allclose(start.encode(items, lengths)[0][:, :n], ours[:, :n], atol=1e-3)
+
+
 def test_sasrec_weights_reach_every_shared_parameter(data, overrides, make_model):
     model = make_model()
     sasrec_with_copy(data, model, overrides)
