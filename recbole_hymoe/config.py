@@ -48,6 +48,7 @@ from recbole_hymoe import registry
 from recbole_hymoe.atomic import atomic_paths, bom_encoding, header_fields
 from recbole_hymoe.data import check_regime
 from recbole_hymoe.errors import ConfigError, DatasetNotFoundError, listing
+from recbole_hymoe.nn.scan import backend_problem
 from recbole_hymoe.recbole_keys import recbole_problems
 
 PROTOCOL_YAML = registry.YAML_DIR / "protocol" / "loo-full.yaml"
@@ -198,10 +199,22 @@ class Config(RecBoleConfig):
         if visible is not None and "gpu_id" not in self.external_config_dict:
             self.final_config_dict["gpu_id"] = visible
         super()._init_device()
+        self._check_scan_backend()
         if self.final_config_dict["use_gpu"] is False and self.final_config_dict["single_spec"]:
             self.final_config_dict["device"] = torch.device("cpu")
 
     # ------------------------------------------------------------------ checks
+    def _check_scan_backend(self):
+        """An explicit ``mamba_scan_backend`` must run on the device RecBole chose (known only now)."""
+        final = self.final_config_dict
+        keys = {param.key for param in getattr(self.model_class, "PARAMS", ())}
+        if "mamba_scan_backend" not in keys or final.get("backbone", "mamba") != "mamba":
+            return
+        problem = backend_problem(final["mamba_scan_backend"], final["device"])
+        if problem:
+            raise ConfigError(f"mamba_scan_backend={final['mamba_scan_backend']!r} cannot run on device "
+                              f"{final['device']}: {problem}")
+
     def _check(self):
         """Check every key, before RecBole's own checks and before any data is read.
 

@@ -220,6 +220,16 @@ def _mamba_ssm_scan():
     return selective_scan_fn
 
 
+def backend_problem(backend, device):
+    """Why an explicit ``backend`` cannot run on ``device`` (a torch device or its name), or None."""
+    on_cuda = torch.device(device).type == "cuda"
+    if backend == "cpu" and (on_cuda or numba is None):
+        return "the 'cpu' scan runs on CPU tensors with numba" + (": use 'auto' or 'cuda' on a GPU" if on_cuda else "")
+    if backend == "cuda" and (not on_cuda or _mamba_ssm_scan() is None):
+        return "the 'cuda' scan needs a CUDA device and the mamba-ssm package: use 'auto'"
+    return None
+
+
 def resolve_backend(backend, u):
     """Return the implementation ``auto`` stands for with input ``u`` (or check an explicit one).
 

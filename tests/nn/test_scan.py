@@ -82,3 +82,12 @@ def test_cuda_scan_matches_the_oracle():
     y = selective_scan(*inputs, backend="cuda")
     y_ref = selective_scan_reference(*[x.double() for x in inputs])
     assert relative_error(y, y_ref) < 1e-5
+
+
+def test_an_explicit_backend_that_cannot_run_on_the_device_is_named():
+    from recbole_hymoe.nn.scan import backend_problem
+
+    assert backend_problem("auto", "cuda") is None and backend_problem("reference", "cuda") is None
+    assert backend_problem("cpu", "cpu") is None
+    assert backend_problem("cpu", "cuda") == "the 'cpu' scan runs on CPU tensors with numba: use 'auto' or 'cuda' on a GPU"
+    assert "needs a CUDA device and the mamba-ssm package" in backend_problem("cuda", "cpu")
