@@ -149,16 +149,19 @@ def run_speed_main(argv=None):
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
     parser.add_argument("--variants", default="default", choices=sorted(VARIANT_SETS),
-                        help="default: SASRec/SASRec-equivalent/HyMoERec in both regimes; mamba: the Mamba hosts")
+                        help="default: SASRec/SASRec-equivalent/HyMoERec in both regimes; mamba: the Mamba hosts; "
+                        "all_positions: every all-positions model, no prefix run (for ML-1M-sized data)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", default="results/speed", help="folder for speed.json and speed.md")
+    parser.add_argument("--profile", action="store_true",
+                        help="also write torch.profiler operator tables per variant (profile-<variant>.txt)")
     args, rest = parser.parse_known_args(argv)
     report = run_speed_benchmark(
         args.dataset, config_files(args.config_files) or None, parsed_overrides(rest),
         variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out,
-        threads=args.threads,
+        threads=args.threads, profile=args.profile,
     )
     print(speed_table(report))
     print(f"written to {args.out}")

@@ -26,6 +26,7 @@ Measured per variant:
 
 import gc
 import json
+import resource
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import prepare_data
 from recbole_hymoe.trainer import build_trainer
-from recbole_hymoe.utils import PeakRSS, write_atomic
+from recbole_hymoe.utils import PeakRSS, slug, write_atomic
 
 
 @dataclass
@@ -70,7 +71,18 @@ MAMBA_VARIANTS = (
             {"train_regime": "all_positions", "backbone": "mamba", "n_layers": 1, "hidden_dropout_prob": 0.2}),
     Variant("HM2Rec (all_positions)", "HM2Rec", {"train_regime": "all_positions"}),
 )
-VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS}
+# Every model that trains in the all-positions regime, none in the prefix one: for data sets whose
+# prefix augmentation does not fit (ML-1M at L = 200: ≈ 1 M rows × 200 ids before RecBole's split).
+ALL_POSITIONS_VARIANTS = (
+    Variant("SASRec-equivalent", "HyMoERec", {"moe_num_experts": 0, "train_regime": "all_positions"}),
+    Variant("SASRec-equivalent, unbucketed batches", "HyMoERec",
+            {"moe_num_experts": 0, "train_regime": "all_positions", "train_length_bucketing": False}),
+    Variant("RecBole SASRec", "SASRec", {"train_regime": "all_positions"}),
+    Variant("HyMoERec", "HyMoERec", {"train_regime": "all_positions"}),
+    Variant("FuXiAlpha", "FuXiAlpha", {"train_regime": "all_positions"}),
+    Variant("Mamba4Rec", "Mamba4Rec", {"train_regime": "all_positions"}),
+)
+VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS, "all_positions": ALL_POSITIONS_VARIANTS}
 
 
 def matmul_gflop(fn):
@@ -89,7 +101,9 @@ class _Prepared:
             self.config = Config(variant.model, dataset, config_file_list, config_dict=overrides)
         check_dataset_files(self.config)
         init_seed(self.config["seed"], self.config["reproducibility"])
+        start = time.perf_counter()
         _, self.train_data, self.valid_data, _ = prepare_data(self.config)
+        self.build_s = time.perf_counter() - start
         self.model = get_model(self.config["model"])(self.config, self.train_data._dataset)
         self.model = self.model.to(self.config["device"])
         self.trainer = build_trainer(self.config, self.model)
@@ -124,8 +138,28 @@ class _Prepared:
         return time.perf_counter() - start
 
 
+def profile_tables(item, steps, rows=25):
+    """torch.profiler operator tables of ``steps`` training steps and one full-sort evaluation.
+
+    Returns:
+        dict: ``train`` and ``eval``: text tables, operators sorted by self CPU time, with the
+        memory each allocated.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    tables = {}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for batch in item.batches[1 : steps + 1]:
+            item.step(batch)
+    tables["train"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        item.evaluate()
+    tables["eval"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return tables
+
+
 def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None, variants=DEFAULT_VARIANTS,
-                        steps=5, rounds=3, out_dir=None, threads=None):
+                        steps=5, rounds=3, out_dir=None, threads=None, profile=False):
     """Time every variant on ``dataset``; return (and optionally write) the results.
 
     Args:
@@ -137,6 +171,8 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
         rounds (int): rounds of interleaved measurements.
         out_dir (str or Path, optional): where to write ``speed.json`` and ``speed.md``.
         threads (int, optional): ``torch.set_num_threads`` (default: leave as is).
+        profile (bool): after the timings, profile each variant's steps and evaluation with
+            torch.profiler and write ``profile-<variant>.txt`` into ``out_dir``.
 
     Returns:
         dict: ``rows`` (one dict per variant) and ``meta``.
@@ -182,6 +218,7 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
             "pos_per_s": positions / step_s,
             "epoch_s": step_s * item.steps_per_epoch,
             "load_s_per_epoch": item.load_s_per_epoch,
+            "build_s": item.build_s,
             "eval_s": statistics.median(eval_times[variant.label]),
             "step_gflop": item.step_gflop,
             "eval_gflop": item.eval_gflop,
@@ -207,9 +244,16 @@ def run_speed_benchmark(dataset="ml-100k", config_file_list=None, overrides=None
             "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
     }
+    report["meta"]["process_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if profile:
+            for variant, item in prepared:
+                tables = profile_tables(item, steps)
+                text = (f"# {variant.label}: {steps} training steps\n\n{tables['train']}\n\n"
+                        f"# {variant.label}: one full-sort validation\n\n{tables['eval']}\n")
+                write_atomic(out_dir / f"profile-{slug(variant.label)}.txt", text)
         write_atomic(out_dir / "speed.json", json.dumps(report, indent=2, default=str))
         write_atomic(out_dir / "speed.md", speed_table(report))
     return report
@@ -220,15 +264,16 @@ def speed_table(report):
     meta = report["meta"]
     lines = [
         f"Speed on {meta['dataset']} ({meta['device']}, {meta['threads']} threads, median of "
-        f"{meta['steps']} steps × {meta['rounds']} rounds; ratios vs the first row, same run)",
+        f"{meta['steps']} steps × {meta['rounds']} rounds; ratios vs the first row, same run; "
+        f"process peak RSS {meta.get('process_peak_rss_gb', float('nan')):.2f} GB)",
         "",
-        "| variant | step s | × | step GFLOP | × | seq/s | pos/s | steps/epoch | epoch s | × | eval s | × | "
-        "eval GFLOP | × | RSS rise GB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | data build s | step s | × | step GFLOP | × | seq/s | pos/s | steps/epoch | epoch s | × | "
+        "eval s | × | eval GFLOP | × | RSS rise GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['variant']} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | {r['step_gflop']:.2f} | "
+            f"| {r['variant']} | {r.get('build_s', float('nan')):.1f} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | {r['step_gflop']:.2f} | "
             f"{r['step_flop_ratio']:.2f} | {r['seq_per_s']:.0f} | {r['pos_per_s']:.0f} | {r['steps_per_epoch']} | "
             f"{r['epoch_s']:.1f} | {r['epoch_ratio']:.3f} | {r['eval_s']:.2f} | {r['eval_ratio']:.2f} | "
             f"{r['eval_gflop']:.2f} | {r['eval_flop_ratio']:.2f} | {r['peak_rss_gb']:.2f} |"

@@ -18,7 +18,7 @@ def test_speed_benchmark_reports_ratios_against_the_first_variant(tiny_config, t
         Variant("HyMoERec (all_positions)", "HyMoERec", {"train_regime": "all_positions"}),
     ]
     report = run_speed_benchmark("mini", overrides=tiny_config, variants=variants, steps=2, rounds=1,
-                                 out_dir=tmp_path / "speed")
+                                 out_dir=tmp_path / "speed", profile=True)
     first, second = report["rows"]
     assert first["step_ratio"] == 1.0 and first["epoch_ratio"] == 1.0
     assert second["step_ratio"] == pytest.approx(second["step_s"] / first["step_s"])
@@ -30,6 +30,10 @@ def test_speed_benchmark_reports_ratios_against_the_first_variant(tiny_config, t
     assert second["eval_flop_ratio"] == pytest.approx(second["eval_gflop"] / first["eval_gflop"])
     assert json.loads((tmp_path / "speed" / "speed.json").read_text())["rows"][1]["variant"] == second["variant"]
     assert "HyMoERec (all_positions)" in (tmp_path / "speed" / "speed.md").read_text()
+    assert all(row["build_s"] > 0 for row in report["rows"]) and report["meta"]["process_peak_rss_gb"] > 0.1
+    profiled = (tmp_path / "speed" / "profile-hymoerec-all-positions.txt").read_text()
+    assert "2 training steps" in profiled and "one full-sort validation" in profiled
+    assert "aten::mm" in profiled and "Self CPU" in profiled
 
 
 def test_time_to_quality_runs_resumes_and_compares_with_the_reference(tiny_config, tmp_path, monkeypatch):
