@@ -146,12 +146,21 @@ def test_all_positions_defaults_to_sequence_batches(mini_data_path):
     assert config["train_batch_size"] == 64
 
 
-def test_length_bucketed_loader_yields_every_row_once_in_similar_length_batches(mini_data_path):
+def test_batches_mix_lengths_unless_bucketing_is_asked_for(mini_data_path):
     from recbole_hymoe.data import LengthBucketedTrainDataLoader
 
     _, _, train_data, _, _ = build_data("HyMoERec", {
         "data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_regime": "all_positions",
         "train_batch_size": 8, "state": "ERROR"})
+    assert not isinstance(train_data, LengthBucketedTrainDataLoader)  # it changes results: opt-in
+
+
+def test_length_bucketed_loader_yields_every_row_once_in_similar_length_batches(mini_data_path):
+    from recbole_hymoe.data import LengthBucketedTrainDataLoader
+
+    _, _, train_data, _, _ = build_data("HyMoERec", {
+        "data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_regime": "all_positions",
+        "train_batch_size": 8, "state": "ERROR", "train_length_bucketing": True})
     assert isinstance(train_data, LengthBucketedTrainDataLoader)
     batches = list(train_data)
     assert len(batches) == len(train_data)

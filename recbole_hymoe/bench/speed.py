@@ -75,8 +75,8 @@ MAMBA_VARIANTS = (
 # prefix augmentation does not fit (ML-1M at L = 200: ≈ 1 M rows × 200 ids before RecBole's split).
 ALL_POSITIONS_VARIANTS = (
     Variant("SASRec-equivalent", "HyMoERec", {"moe_num_experts": 0, "train_regime": "all_positions"}),
-    Variant("SASRec-equivalent, unbucketed batches", "HyMoERec",
-            {"moe_num_experts": 0, "train_regime": "all_positions", "train_length_bucketing": False}),
+    Variant("SASRec-equivalent, length-bucketed batches", "HyMoERec",
+            {"moe_num_experts": 0, "train_regime": "all_positions", "train_length_bucketing": True}),
     Variant("RecBole SASRec", "SASRec", {"train_regime": "all_positions"}),
     Variant("HyMoERec", "HyMoERec", {"train_regime": "all_positions"}),
     Variant("FuXiAlpha", "FuXiAlpha", {"train_regime": "all_positions"}),
