@@ -155,12 +155,22 @@ def run_speed_main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", default="results/speed", help="folder for speed.json and speed.md")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated variant labels of the set to run (default: all of them)")
     parser.add_argument("--profile", action="store_true",
                         help="also write torch.profiler operator tables per variant (profile-<variant>.txt)")
     args, rest = parser.parse_known_args(argv)
+    variants = VARIANT_SETS[args.variants]
+    if args.only:
+        labels = args.only.split(",")
+        unknown = sorted(set(labels) - {v.label for v in variants})
+        if unknown:
+            raise ConfigError(f"--only: {unknown} are not variants of the {args.variants!r} set; its variants: "
+                              f"{[v.label for v in variants]}")
+        variants = [v for v in variants if v.label in labels]
     report = run_speed_benchmark(
         args.dataset, config_files(args.config_files) or None, parsed_overrides(rest),
-        variants=VARIANT_SETS[args.variants], steps=args.steps, rounds=args.rounds, out_dir=args.out,
+        variants=variants, steps=args.steps, rounds=args.rounds, out_dir=args.out,
         threads=args.threads, profile=args.profile,
     )
     print(speed_table(report))

@@ -122,3 +122,25 @@ def test_time_to_quality_seed_groups_are_timed_against_their_own_reference(tmp_p
         {"label": "A", "model": "SASRec", "seeds": [1.5], "reference": "Z"}]}))
     with pytest.raises(ConfigError, match="reference 'Z' is not a run label.*seeds=\\[1.5\\]"):
         quality.load_spec(spec_file)
+
+
+def test_synthetic_data_has_the_requested_shape_and_loads(tmp_path, monkeypatch):
+    import pandas as pd
+    from conftest import build_data
+
+    from recbole_hymoe.bench import synthetic
+
+    monkeypatch.setitem(synthetic.SHAPES, "tiny", (40, 30, 1_000, 5))
+    path, stats = synthetic.write_synthetic(tmp_path, name="tiny-shaped", shape="tiny", seed=1)
+    frame = pd.read_csv(path, sep="\t")
+    assert list(frame.columns) == ["user_id:token", "item_id:token", "timestamp:float"]
+    assert len(frame) == stats["interactions"] == 1_000
+    lengths = frame.groupby("user_id:token").size()
+    assert len(lengths) == 40 and lengths.min() >= 5
+    assert frame["item_id:token"].between(1, 30).all()
+    positions = frame.groupby("user_id:token")["timestamp:float"].apply(list)
+    assert all(p == list(range(1, len(p) + 1)) for p in positions)
+    _, dataset, train_data, _, _ = build_data("HyMoERec", {
+        "data_path": str(tmp_path), "dataset": "tiny-shaped", "MAX_ITEM_LIST_LENGTH": 20,
+        "train_regime": "all_positions", "state": "ERROR"})
+    assert dataset.user_num == 41 and len(train_data) > 0
