@@ -1,11 +1,13 @@
 """RecBole's Trainer plus per-epoch expert telemetry, and the all-positions loss of RecBole's built-ins."""
 
+from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 from recbole.utils import get_trainer, set_color
 
 from recbole_hymoe import registry
 from recbole_hymoe.allocator import release_free_memory
 from recbole_hymoe.baselines import all_positions_loss
+from recbole_hymoe.collector import TopKCollector
 
 COLLAPSE_SHARE = 0.8
 
@@ -73,7 +75,12 @@ class MoETrainer(Trainer):
 
 def build_trainer(config, model):
     """The trainer of ``model``: RecBole's lookup (the plugin models get :class:`MoETrainer`), or
-    :class:`MoETrainer` for a built-in model in the ``all_positions`` regime."""
+    :class:`MoETrainer` for a built-in model in the ``all_positions`` regime; every trainer
+    collects its top-k evaluation resource with :class:`~recbole_hymoe.collector.TopKCollector`."""
     if config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"]):
-        return MoETrainer(config, model)
-    return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer = MoETrainer(config, model)
+    else:
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if type(getattr(trainer, "eval_collector", None)) is Collector:  # RecBole's own, not a model's special one
+        trainer.eval_collector = TopKCollector(config)
+    return trainer

@@ -25,6 +25,8 @@ from recbole_hymoe.nn.moe import BALANCE_LOSSES, ROUTERS, Experts, MoESettings, 
 from recbole_hymoe.paths import YAML_DIR
 
 LOSS_TYPES = ("CE", "BPR", "SSM")
+# Rows encoded together when scoring every item (rows sorted by history length; see full_sort_predict).
+EVAL_GROUP_ROWS = 256
 # Loss keys every model reads (models prepend their own keys).
 LOSS_PARAMS = (
     Param("loss_type", Choice(*LOSS_TYPES)),
@@ -282,9 +284,25 @@ class PluginSequentialRecommender(SequentialRecommender):
         return self._scaled((seq_output * items).sum(-1))
 
     def full_sort_predict(self, interaction):
-        """Score every item for each user, [B, n_items]."""
-        seq_output = self.last_state(interaction)[0]
-        return self._scaled(seq_output @ self.item_table().t())
+        """Score every item for each user, [B, n_items].
+
+        Rows are encoded in groups of similar history length (sorted by length,
+        ``EVAL_GROUP_ROWS`` at a time, each group trimmed to its longest history): each row's state
+        is the computation it gets in the whole batch, but short histories no longer pay for the
+        batch's longest one (Beauty: 9 items on average, 50 at most).
+        """
+        item_seq, item_seq_len, inputs = self.encoder_inputs(interaction)
+        order = torch.argsort(item_seq_len)  # [B]
+        user = None
+        for rows in order.split(EVAL_GROUP_ROWS):
+            width = int(item_seq_len[rows].max())
+            part = {name: value[rows][:, :width] if value.shape[:2] == item_seq.shape else value[rows]
+                    for name, value in inputs.items()}
+            states = self._encode_last(item_seq[rows, :width], item_seq_len[rows], part)[0]  # [b, H]
+            if user is None:
+                user = states.new_empty(len(order), states.size(1))  # [B, H]
+            user[rows] = states
+        return self._scaled(user @ self.item_table().t())
 
     # ----------------------------------------------------------------------------- telemetry
     def moe_layers(self):

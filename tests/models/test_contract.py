@@ -129,3 +129,21 @@ def test_every_allowed_value_trains_a_step_and_evaluates(pipelines, name, key, v
     trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)  # evaluation reads no model key
     metrics = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
     assert metrics and all(0.0 <= v <= 1.0 and not math.isnan(v) for v in metrics.values()), metrics
+
+
+@pytest.mark.parametrize("name", registry.plugin_models())
+def test_scores_encoded_in_length_groups_equal_the_whole_batch(pipelines, name, monkeypatch):
+    from recbole_hymoe.models import base
+
+    overrides, (config, _, train_data, valid_data, _) = pipelines(name)
+    model = build_model(registry.model_class(name), overrides, train_data._dataset).to(config["device"]).eval()
+    batch = next(iter(valid_data))[0].to(config["device"])
+    items = batch[model.ITEM_SEQ]
+    lengths = torch.randint(1, items.size(1) + 1, (items.size(0),), generator=torch.Generator().manual_seed(0))
+    batch[model.ITEM_SEQ_LEN] = lengths.to(items.device)  # histories of every length: groups differ in width
+    batch[model.ITEM_SEQ] = items * (torch.arange(items.size(1)) < lengths.unsqueeze(1)).to(items.device)
+    monkeypatch.setattr(base, "EVAL_GROUP_ROWS", 3)
+    with torch.no_grad():
+        whole = model._scaled(model.last_state(batch)[0] @ model.item_table().t())  # one batch, one width
+        grouped = model.full_sort_predict(batch)
+    assert torch.allclose(grouped, whole, atol=1e-5)
