@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from recbole_hymoe.bench.stats import mean_std
 from recbole_hymoe.paths import portable
-from recbole_hymoe.tuning.space import METRIC_COLUMNS
+from recbole_hymoe.tuning.space import METRIC_COLUMNS, SEED_KEY
 from recbole_hymoe.tuning.trainable import SKIPPED_SCORE, STATUS_FILE
 from recbole_hymoe.utils import write_atomic
 
@@ -35,7 +36,7 @@ def trial_rows(results, space, max_epochs, trials_dir):
             rows.append({"trial": "(not started)", "stop_reason": "not started", "epochs": 0,
                          "best_valid_score": None, "wall_s": 0.0, "path": None})
             continue
-        params = {key: result.config.get(key) for key in space.space}
+        params = {key: result.config.get(key) for key in searched_keys(space)}
         frame = result.metrics_dataframe
         status = {}
         trial_id = (result.metrics or {}).get("trial_id")
@@ -77,6 +78,39 @@ def trial_rows(results, space, max_epochs, trials_dir):
     return rows
 
 
+def searched_keys(space):
+    """The keys a trial's row records: the space's, then the seed when the sweep repeats seeds."""
+    return [*space.space, *([SEED_KEY] if space.seeds else [])]
+
+
+def points(rows, space):
+    """Trials of a sweep with ``seeds`` grouped by their searched values, best mean first.
+
+    Returns:
+        list[dict]: per point its searched values, ``seeds`` (finished trials), mean and standard
+        deviation over seeds of the best validation score, of each metric column and of the
+        epochs (``<name>`` and ``<name>_std``), and its ``trials``.
+    """
+    groups = {}
+    for row in rows:
+        if row.get("best_valid_score") in (None, SKIPPED_SCORE):
+            continue
+        key = tuple(_value(row, k) for k in space.space)
+        groups.setdefault(key, []).append(row)
+    found = []
+    for key, members in groups.items():
+        point = dict(zip(space.space, (members[0][k] for k in space.space)))
+        point["seeds"] = len(members)
+        for name in ("best_valid_score", *METRIC_COLUMNS, "moe_usage_entropy", "epochs"):
+            values = [m[name] for m in members if m.get(name) is not None]
+            if values:
+                point[name], point[f"{name}_std"] = mean_std(values)
+        point["trials"] = [m["trial"] for m in members]
+        found.append(point)
+    found.sort(key=lambda p: -p["best_valid_score"])
+    return found
+
+
 def _csv(rows):
     columns = []
     for row in rows:
@@ -88,8 +122,25 @@ def _csv(rows):
     return buffer.getvalue()
 
 
-def _markdown(rows, space, base, best_test):
+def _points_markdown(found, space, base):
     keys = list(space.space)
+    header = ["rank", *keys, "seeds", "best valid " + base["valid_metric"] + " (mean ± std)", "epochs (mean)"]
+    lines = [
+        f"Points (each searched combination over the seeds {space.seeds}), ranked by the mean over seeds of the "
+        f"best validation {base['valid_metric']}:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for rank, point in enumerate(found, 1):
+        values = [str(point.get(k)) for k in keys]
+        lines.append(f"| {rank} | " + " | ".join(values) + f" | {point['seeds']} | {point['best_valid_score']:.4f} ± "
+                     f"{point['best_valid_score_std']:.4f} | {point['epochs']:.1f} |")
+    return lines
+
+
+def _markdown(rows, space, base, best_test, found=None):
+    keys = searched_keys(space)
     header = ["rank", *keys, "best valid " + base["valid_metric"], "epochs (best)", "stop reason", "wall s"]
     lines = [
         f"Sweep of {base['model']} on {base['dataset']} ({portable(space.source)}); ranked by best validation "
@@ -104,7 +155,13 @@ def _markdown(rows, space, base, best_test):
         values = [str(row.get(k)) for k in keys]
         lines.append(f"| {rank} | " + " | ".join(values) + f" | {score} | {epochs} | {row['stop_reason']} | "
                      f"{row['wall_s']} |")
-    if best_test:
+    if found:
+        lines = _points_markdown(found, space, base) + ["", "Trials:", ""] + lines
+    if best_test and found:
+        metrics = ", ".join(f"{k} {v:.4f} ± {best_test[k + '_std']:.4f}" for k, v in best_test.items()
+                            if not k.endswith("_std"))
+        lines += ["", f"Best point on test (each seed's best-validation checkpoint, mean ± std): {metrics}."]
+    elif best_test:
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in best_test.items())
         lines += ["", f"Best trial on test: {metrics}."]
     return "\n".join(lines) + "\n"
@@ -182,10 +239,15 @@ def _lines(ax, done, plot):
     distinct, positions, numeric = _axis(_value(r, key) for r in done if r.get(key) is not None)
     axes = [ax, ax.twinx()][:len(plot["metrics"])]
     for axis, metric, style, color in zip(axes, plot["metrics"], ("o-", "s--"), ("tab:blue", "tab:orange")):
-        pairs = sorted((positions[_value(r, key)], r[metric]) for r in done
-                       if r.get(key) is not None and r.get(metric) is not None)
-        axis.plot([p[0] for p in pairs], [p[1] for p in pairs], style, color=color)
-        axis.set_ylabel(f"best epoch's {metric}")
+        found = sorted(((positions[_value(r, key)], r[metric], r.get(f"{metric}_std")) for r in done
+                        if r.get(key) is not None and r.get(metric) is not None), key=lambda f: f[:2])
+        x, y, err = [f[0] for f in found], [f[1] for f in found], [f[2] for f in found]
+        if all(e is not None for e in err):  # points over seeds: mean ± std
+            axis.errorbar(x, y, yerr=err, fmt=style, color=color, capsize=3)
+            axis.set_ylabel(f"best epoch's {metric} (mean ± std over seeds)")
+        else:
+            axis.plot(x, y, style, color=color)
+            axis.set_ylabel(f"best epoch's {metric}")
     if not numeric:
         ax.set_xticks([positions[v] for v in distinct], [str(v) for v in distinct])
     ax.set(xlabel=key, title=f"{' and '.join(plot['metrics'])} vs {key}")
@@ -211,18 +273,36 @@ def _heatmap(fig, ax, done, plot):
     fig.colorbar(image)
 
 
+def _test_point(point, rows):
+    """Mean and standard deviation over seeds of each test metric of a point's trials."""
+    by_trial = {row["trial"]: row for row in rows}
+    tests = [test_best_trial(by_trial[t]) for t in point["trials"] if by_trial[t].get("best_model")]
+    summary = {}
+    for metric in tests[0] if tests else []:
+        summary[metric], summary[f"{metric}_std"] = mean_std(t[metric] for t in tests)
+    return summary or None
+
+
 def write_report(results, space, base, config_files, overrides, out_dir, trials_dir, evaluate_best=True):
-    """Write ``trials.csv``, ``results.md``, ``best.yaml``, plots and ``report.json`` in ``out_dir``."""
+    """Write ``trials.csv``, ``results.md``, ``best.yaml``, plots and ``report.json`` in ``out_dir``.
+
+    With ``seeds`` the best is the point with the best mean validation score over its seeds, its
+    test metrics are the mean ± std of its seeds' best checkpoints, and the plots show means with
+    standard-deviation bars.
+    """
     rows = trial_rows(results, space, base["epochs"], trials_dir)
+    found = points(rows, space) if space.seeds else None
     finished = [r for r in rows if r.get("best_valid_score") not in (None, SKIPPED_SCORE)]
-    best = finished[0] if finished else None
-    best_test = test_best_trial(best) if (evaluate_best and best and best.get("best_model")) else None
+    best = (found[0] if found else None) if space.seeds else (finished[0] if finished else None)
+    best_test = None
+    if evaluate_best and best:
+        best_test = _test_point(best, rows) if space.seeds else (test_best_trial(best) if best.get("best_model") else None)
     write_atomic(out_dir / "trials.csv", _csv(rows))
-    write_atomic(out_dir / "results.md", _markdown(rows, space, base, best_test))
+    write_atomic(out_dir / "results.md", _markdown(rows, space, base, best_test, found))
     if best:
         best_config = best_yaml(best, space, base, config_files, overrides)
         write_atomic(out_dir / "best.yaml", yaml.safe_dump(best_config, sort_keys=True))
-    plots = plot_sweep(rows, space, out_dir)
-    report = {"trials": rows, "best": best, "best_test": best_test, "plots": plots}
+    plots = plot_sweep(found if space.seeds else rows, space, out_dir)
+    report = {"trials": rows, "points": found, "best": best, "best_test": best_test, "plots": plots}
     write_atomic(out_dir / "report.json", json.dumps(report, indent=2, default=str))
     return report

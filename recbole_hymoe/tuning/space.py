@@ -11,6 +11,8 @@ A sweep file (``yaml/tune/*.yaml``)::
       moe_num_experts: {choice: [2, 4, 8]}
       hidden_dropout_prob: {uniform: [0.1, 0.5]}
       n_layers: {randint: [1, 4]}   # low inclusive, high exclusive (Ray's convention)
+    seeds: [2020, 2021, 2022]       # optional: every point trained once per seed; the report ranks points
+                                    # by the mean over seeds and plots mean ± std
     num_samples: 1                  # samples of the random part (a pure grid needs 1)
     scheduler: {type: asha, grace_period: 2, reduction_factor: 2}
     search: random                  # grid/random (Ray's basic generator) or tpe (Optuna)
@@ -37,7 +39,8 @@ SEARCHERS = ("grid", "random", "tpe")
 # Best-epoch validation metrics the report keeps per trial, and what a plot may show.
 METRIC_COLUMNS = ("valid_hit@10", "valid_ndcg@10", "valid_mrr@10", "valid_hit@5", "valid_ndcg@5")
 PLOT_METRICS = ("best_valid_score", *METRIC_COLUMNS, "moe_usage_entropy")
-FILE_KEYS = {"model", "dataset", "base", "space", "num_samples", "scheduler", "search", "plots"}
+FILE_KEYS = {"model", "dataset", "base", "space", "seeds", "num_samples", "scheduler", "search", "plots"}
+SEED_KEY = "seed"
 
 
 def _check_distribution(key, spec):
@@ -93,6 +96,15 @@ class SearchSpace:
         overlap = set(self.base) & set(self.space)
         if overlap:
             raise ConfigError(f"{source}: keys both fixed in 'base' and searched in 'space': {sorted(overlap)}")
+        self.seeds = data.get("seeds")
+        if self.seeds is not None and not (
+                isinstance(self.seeds, list) and self.seeds and len(set(self.seeds)) == len(self.seeds)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds)):
+            raise ConfigError(f"{source}: seeds must be a list of distinct integers, got {self.seeds!r}")
+        if self.seeds is not None and (SEED_KEY in self.space or SEED_KEY in self.base):
+            raise ConfigError(f"{source}: give the seeds in 'seeds', not as '{SEED_KEY}' in 'space' or 'base'")
+        if self.seeds is not None and data.get("search") == "tpe":
+            raise ConfigError(f"{source}: search 'tpe' cannot repeat a point over seeds; use grid or random")
         self.num_samples = data.get("num_samples", 1)
         if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise ConfigError(f"{source}: num_samples must be an integer >= 1, got {self.num_samples!r}")
@@ -161,4 +173,7 @@ class SearchSpace:
             "loguniform": lambda args: tune.loguniform(*args),
             "randint": lambda args: tune.randint(int(args[0]), int(args[1])),
         }
-        return {key: makers[kind](args) for key, (kind, args) in self.space.items()}
+        searched = {key: makers[kind](args) for key, (kind, args) in self.space.items()}
+        if self.seeds:
+            searched[SEED_KEY] = tune.grid_search(list(self.seeds))
+        return searched

@@ -31,6 +31,12 @@ def test_the_shipped_sweep_files_parse():
         space = SearchSpace.from_file(f"yaml/tune/{name}.yaml")
         assert space.model == "HyMoERec" and space.dataset == "ml-100k"
     assert SearchSpace.from_file("yaml/tune/hymoerec-warmup.yaml").space["moe_warmup_steps"] == ("grid", [0, 100, 500, 1000])
+    for name in ("experts", "balance", "warmup"):
+        space = SearchSpace.from_file(f"yaml/tune/beauty-hymoerec-{name}.yaml")
+        assert space.dataset == "beauty" and space.seeds == [2020, 2021, 2022] and space.scheduler == {"type": "fifo"}
+    host = SearchSpace.from_file("yaml/tune/beauty-sasrec-equivalent.yaml")
+    experts = SearchSpace.from_file("yaml/tune/beauty-hymoerec-experts.yaml")
+    assert len(host.finite_combinations()) == len(experts.finite_combinations()) == 8  # the same budget
 
 
 @pytest.mark.parametrize(

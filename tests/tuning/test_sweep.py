@@ -153,3 +153,32 @@ def test_a_replayed_epoch_counts_once_with_its_later_report(tmp_path):
     assert row["epochs"] == 2 and row["best_epoch"] == 1
     assert row["best_valid_score"] == 0.20 and row["valid_ndcg@10"] == 0.20
     assert row["stop_reason"] == "completed max epochs" and row["wall_s"] == 12.3
+
+
+def test_seeds_group_trials_into_points_ranked_by_their_mean(tmp_path):
+    from recbole_hymoe.tuning.report import _markdown, points
+
+    space = SearchSpace({"space": {"moe_num_experts": {"grid": [2, 4]}}, "seeds": [1, 2],
+                         "plots": [{"file": "ndcg_vs_e.png", "x": "moe_num_experts", "metrics": ["valid_ndcg@10"]}]})
+    assert space.ray_space()["seed"] == {"grid_search": [1, 2]}
+    rows = [{"trial": f"t{e}{seed}", "moe_num_experts": e, "seed": seed, "best_valid_score": score,
+             "valid_ndcg@10": score, "epochs": epochs, "stop_reason": "early stopping", "wall_s": 1.0}
+            for e, seed, score, epochs in [(2, 1, 0.30, 10), (2, 2, 0.10, 20), (4, 1, 0.22, 30), (4, 2, 0.20, 40)]]
+    rows.append({"trial": "t-skip", "moe_num_experts": 8, "seed": 1, "best_valid_score": None,
+                 "stop_reason": "error", "wall_s": 0.0})
+    found = points(rows, space)
+    # E = 2 has the best single trial (0.30) but the worse mean (0.20 < 0.21): the mean decides
+    assert [p["moe_num_experts"] for p in found] == [4, 2]
+    assert found[0]["best_valid_score"] == pytest.approx(0.21) and found[0]["seeds"] == 2
+    assert found[0]["best_valid_score_std"] == pytest.approx(0.0141421, abs=1e-6)  # sample std of 0.22, 0.20
+    assert found[1]["epochs"] == 15 and found[0]["trials"] == ["t41", "t42"]
+    table = _markdown(rows, space, {"model": "HyMoERec", "dataset": "mini", "valid_metric": "NDCG@10"},
+                      {"ndcg@10": 0.2, "ndcg@10_std": 0.01}, found)
+    assert "| 1 | 4 | 2 | 0.2100 ± 0.0141 | 35.0 |" in table  # the points table
+    assert "| rank | moe_num_experts | seed | best valid NDCG@10 |" in table  # the trials table
+    assert "Best point on test (each seed's best-validation checkpoint, mean ± std): ndcg@10 0.2000 ± 0.0100." in table
+    assert plot_sweep(found, space, tmp_path) == ["ndcg_vs_e.png"]
+    with pytest.raises(Exception, match="seeds must be a list of distinct integers"):
+        SearchSpace({"space": {"moe_num_experts": {"grid": [2]}}, "seeds": [1, 1]})
+    with pytest.raises(Exception, match="not as 'seed' in 'space'"):
+        SearchSpace({"space": {"seed": {"grid": [2]}}, "seeds": [1]})
