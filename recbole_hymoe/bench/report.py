@@ -152,10 +152,21 @@ def markdown(suite, summary):
     return "\n".join(lines)
 
 
+def continued_note(cells):
+    """A line naming the cells that continued from a saved training state (e.g. across sittings)."""
+    continued = [f"{c['label']} on {c['dataset']}, seed {c['seed']} (at epoch{'s' if len(c['resumed_at_epochs']) > 1 else ''} "
+                 f"{', '.join(str(e) for e in c['resumed_at_epochs'])})" for c in cells if c.get("resumed_at_epochs")]
+    if not continued:
+        return ""
+    return ("\nCells continued from their saved training state after an interruption (a sitting ended or "
+            "the machine was needed; weights, optimizer state and random streams restored): "
+            + "; ".join(continued) + ".\n")
+
+
 def _cells_csv(cells):
     columns = ["dataset", "label", "model", "role", "seed", "train_regime", "epochs_run", "best_epoch",
                *(f"test_{m}" for m in TABLE_METRICS), "train_s", "train_s_per_epoch", "test_eval_s",
-               "n_params", "peak_rss_gb", "dir"]
+               "n_params", "peak_rss_gb", "resumed_at_epochs", "dir"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
@@ -228,7 +239,7 @@ def write_report(suite, out_dir):
     write_atomic(out_dir / "cells.csv", _cells_csv(cells))
     public = [{k: v for k, v in c.items() if k != "per_user"} for c in cells]
     write_atomic(out_dir / "cells.json", json.dumps(public, indent=2, default=str))
-    write_atomic(out_dir / "results.md", markdown(suite, summary))
+    write_atomic(out_dir / "results.md", markdown(suite, summary) + continued_note(cells))
     plots = plot_report(suite, summary, out_dir) if cells else []
     table = {dataset: {label: {k: v for k, v in row.items() if k != "cells"} for label, row in block["rows"].items()}
              for dataset, block in summary.items()}

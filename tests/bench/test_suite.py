@@ -136,6 +136,16 @@ def test_a_cell_cut_mid_training_continues_to_the_uninterrupted_result(tmp_path,
     assert [r["valid_score"] for r in continued["valid_history"]] == [r["valid_score"] for r in whole["valid_history"]]
 
 
+def test_report_names_the_cells_that_continued_across_an_interruption():
+    from recbole_hymoe.bench.report import continued_note
+
+    cells = [{"label": "HyMoERec", "dataset": "beauty", "seed": 2020, "resumed_at_epochs": [12, 46]},
+             {"label": "SASRec", "dataset": "beauty", "seed": 2021, "resumed_at_epochs": []}]
+    note = continued_note(cells)
+    assert "HyMoERec on beauty, seed 2020 (at epochs 12, 46)." in note and "SASRec" not in note
+    assert continued_note(cells[1:]) == ""
+
+
 def test_report_flags_capped_cells_and_compares_with_the_host():
     from recbole_hymoe.bench.report import _versus, converged
 
