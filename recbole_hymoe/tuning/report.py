@@ -122,16 +122,17 @@ def _csv(rows):
     return buffer.getvalue()
 
 
+def _table_head(title, header):
+    """A title line and a markdown table's header rows."""
+    return [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+
 def _points_markdown(found, space, base):
     keys = list(space.space)
-    header = ["rank", *keys, "seeds", "best valid " + base["valid_metric"] + " (mean ± std)", "epochs (mean)"]
-    lines = [
+    lines = _table_head(
         f"Points (each searched combination over the seeds {space.seeds}), ranked by the mean over seeds of the "
         f"best validation {base['valid_metric']}:",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+        ["rank", *keys, "seeds", "best valid " + base["valid_metric"] + " (mean ± std)", "epochs (mean)"])
     for rank, point in enumerate(found, 1):
         values = [str(point.get(k)) for k in keys]
         lines.append(f"| {rank} | " + " | ".join(values) + f" | {point['seeds']} | {point['best_valid_score']:.4f} ± "
@@ -141,14 +142,10 @@ def _points_markdown(found, space, base):
 
 def _markdown(rows, space, base, best_test, found=None):
     keys = searched_keys(space)
-    header = ["rank", *keys, "best valid " + base["valid_metric"], "epochs (best)", "stop reason", "wall s"]
-    lines = [
+    lines = _table_head(
         f"Sweep of {base['model']} on {base['dataset']} ({portable(space.source)}); ranked by best validation "
         f"{base['valid_metric']}; test metrics only for the best trial.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
+        ["rank", *keys, "best valid " + base["valid_metric"], "epochs (best)", "stop reason", "wall s"])
     for rank, row in enumerate(rows, 1):
         score = "–" if row.get("best_valid_score") is None else f"{row['best_valid_score']:.4f}"
         epochs = f"{row['epochs']} ({row['best_epoch']})" if "best_epoch" in row else str(row.get("epochs", 0))
