@@ -33,6 +33,7 @@ from logging import getLogger
 from pathlib import Path
 
 import recbole
+import recbole.trainer
 import torch
 import yaml
 from recbole.config.configurator import Config as RecBoleConfig
@@ -239,12 +240,28 @@ class Config(RecBoleConfig):
         elif final.get("train_regime") == "all_positions":
             problems.append(f"train_regime='all_positions' applies to sequential models only and {self.model} "
                             f"is not one: leave train_regime at 'prefix' (the default) for it")
+        problems += self._precision_problems(sequential, plugin)
         if plugin:
             problems += self.model_class.read_config(self)[1]
         if problems:
             unknown = any(f"is not a key of {self.model}" in p for p in problems)
             allowed = f"\n  keys of {self.model}: {', '.join(sorted(model_keys))}" if unknown else ""
             raise ConfigError(listing(f"invalid configuration of {self.model}", problems) + allowed)
+
+    def _precision_problems(self, sequential, plugin):
+        """``precision: bf16`` needs the package's trainer: sequential models without a trainer of their own."""
+        final = self.final_config_dict
+        if final.get("precision") != "bf16":
+            return []
+        own_trainer = not plugin and hasattr(recbole.trainer, f"{self.model}Trainer")
+        if not sequential or own_trainer:
+            return [f"precision='bf16' is available for sequential models trained by RecBole's plain Trainer "
+                    f"(every plugin model, RecBole's SASRec, GRU4Rec, NARM, BERT4Rec, …), not {self.model}: "
+                    "use precision='fp32'"]
+        if final.get("enable_amp"):
+            return ["enable_amp=True and precision='bf16' both ask for autocast: keep precision='bf16' "
+                    "(bfloat16 on every device) and set enable_amp=False"]
+        return []
 
     def _key_problems(self, user_keys, plugin):
         """Misspelt or foreign keys among ``user_keys``; keys nobody reads are only logged.

@@ -196,6 +196,7 @@ def train_and_evaluate(config, saved=True):
         "dataset": config["dataset"],
         "seed": config["seed"],
         "train_regime": config["train_regime"],
+        "precision": config["precision"],
         "best_valid_score": float(best_valid_score),
         "valid_metric": config["valid_metric"],
         "best_epoch": _best_epoch(history, config["valid_metric_bigger"]),

@@ -37,6 +37,7 @@ from recbole_hymoe.models.params import (
     param_problems,
     text,
 )
+from recbole_hymoe.trainer import PRECISIONS
 
 # Trainer._build_optimizer: any other name falls back to Adam with only a log warning.
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
@@ -349,6 +350,7 @@ RECBOLE_PARAMS = (
     Param("allow_download", Boolean()),
     Param("run_dir", Nullable(folder())),
     Param("train_length_bucketing", Boolean()),
+    Param("precision", Choice(*PRECISIONS)),
     Param("eval_exclude_history", Boolean()),
 )
 

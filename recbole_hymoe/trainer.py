@@ -1,5 +1,7 @@
-"""RecBole's Trainer plus per-epoch expert telemetry, and the all-positions loss of RecBole's built-ins."""
+"""RecBole's Trainer plus per-epoch expert telemetry, the all-positions loss of RecBole's built-ins,
+and bfloat16 training (``precision``)."""
 
+import torch
 from recbole.evaluator import Collector
 from recbole.trainer import Trainer
 from recbole.utils import get_trainer, set_color
@@ -10,6 +12,29 @@ from recbole_hymoe.baselines import all_positions_loss
 from recbole_hymoe.collector import TopKCollector
 
 COLLAPSE_SHARE = 0.8
+# precision -> the dtype a training batch's forward pass is autocast to (None: float32 throughout)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def in_precision(loss_func, device, precision):
+    """``loss_func`` whose forward pass runs under ``torch.autocast(device, bfloat16)`` for ``bf16``.
+
+    Autocast casts matrix products (linear layers, attention, the logits) to bfloat16 and keeps
+    reductions, normalisation and the softmax in float32; the weights, their gradients and Adam's
+    state stay float32 (no loss scaling: bfloat16 has float32's exponent range). RecBole's own
+    ``enable_amp`` autocasts to the device's default dtype, float16 on CUDA, which needs a loss
+    scaler and underflows on large item tables; this names the dtype on every device.
+    """
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return loss_func
+
+    def autocast_loss(interaction):
+        with torch.autocast(device.type, dtype=dtype):
+            return loss_func(interaction)
+
+    return autocast_loss
+
 
 
 class MoETrainer(Trainer):
@@ -24,7 +49,9 @@ class MoETrainer(Trainer):
 
     It also trains RecBole's built-in SASRec, GRU4Rec, NARM and BERT4Rec in the ``all_positions``
     regime: their batch loss is then :func:`recbole_hymoe.baselines.all_positions_loss` instead of
-    the model's own ``calculate_loss`` (``batch_loss``); everything else is RecBole's loop. After
+    the model's own ``calculate_loss`` (``batch_loss``), and trains any sequential model in
+    bfloat16 (``precision: bf16``, :func:`in_precision`; evaluation stays float32, so rankings
+    are scored at full precision); everything else is RecBole's loop. After
     each training epoch the C heap's free memory goes back to the OS
     (:func:`~recbole_hymoe.allocator.release_free_memory`).
     """
@@ -33,7 +60,8 @@ class MoETrainer(Trainer):
         super().__init__(config, model)
         self.moe_history = []
         builtin_all_positions = config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"])
-        self.batch_loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
+        loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
+        self.batch_loss = in_precision(loss, self.device, config["precision"])
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         has_moe = hasattr(self.model, "moe_layers") and self.model.moe_layers()
@@ -75,9 +103,11 @@ class MoETrainer(Trainer):
 
 def build_trainer(config, model):
     """The trainer of ``model``: RecBole's lookup (the plugin models get :class:`MoETrainer`), or
-    :class:`MoETrainer` for a built-in model in the ``all_positions`` regime; every trainer
-    collects its top-k evaluation resource with :class:`~recbole_hymoe.collector.TopKCollector`."""
-    if config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"]):
+    :class:`MoETrainer` for a built-in model in the ``all_positions`` regime or in ``bf16``; every
+    trainer collects its top-k evaluation resource with
+    :class:`~recbole_hymoe.collector.TopKCollector`."""
+    builtin = not registry.is_plugin_model(config["model"])
+    if builtin and (config["train_regime"] == "all_positions" or config["precision"] != "fp32"):
         trainer = MoETrainer(config, model)
     else:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

@@ -82,7 +82,14 @@ ALL_POSITIONS_VARIANTS = (
     Variant("FuXiAlpha", "FuXiAlpha", {"train_regime": "all_positions"}),
     Variant("Mamba4Rec", "Mamba4Rec", {"train_regime": "all_positions"}),
 )
-VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS, "all_positions": ALL_POSITIONS_VARIANTS}
+# Each all-positions model in float32 and with its forward pass in bfloat16 (precision: bf16).
+PRECISION_VARIANTS = tuple(
+    Variant(f"{variant.label} ({precision})", variant.model, {**variant.overrides, "precision": precision})
+    for variant in ALL_POSITIONS_VARIANTS if "train_length_bucketing" not in variant.overrides
+    for precision in ("fp32", "bf16")
+)
+VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS, "all_positions": ALL_POSITIONS_VARIANTS,
+                "precision": PRECISION_VARIANTS}
 
 
 def matmul_gflop(fn):

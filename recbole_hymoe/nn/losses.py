@@ -69,12 +69,17 @@ def sampled_softmax_loss(user, items, positives, n_negatives, temperature=1.0, n
     return F.cross_entropy(logits, torch.zeros(num_rows, dtype=torch.long, device=user.device))
 
 
-def _scaled_logits(user, items, temperature):
-    """``user @ itemsᵀ / τ`` [C, |I|], in float32 at least (autocast's matmul gives float16/bfloat16).
+def _compute_dtype(user, items):
+    """The dtype of the logits products: autocast's (bfloat16, float16) when it is on, else the inputs'."""
+    device = user.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(user.dtype, items.dtype)
 
-    The upcast is where ``F.cross_entropy`` (on autocast's float32 list) would take it, so the
-    softmax sums in float32 either way.
-    """
+
+def _scaled_logits(user, items, temperature):
+    """``user @ itemsᵀ / τ`` [C, |I|], in float32 at least (the softmax sums in float32 whatever
+    dtype the product ran in, as ``F.cross_entropy`` does on autocast's float32 list)."""
     logits = user @ items.t()  # [C, H] @ [H, |I|] -> [C, |I|]
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return logits if temperature == 1.0 else logits / temperature
@@ -85,25 +90,27 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
     Forward keeps only the inputs and the per-row log-sum-exp [N]; backward recomputes each
     chunk's softmax p and sends ``G = (p - onehot(y)) · g / (N τ)`` [C, |I|] through both matmuls.
-    Backward re-enters the forward's autocast state (autograd runs it outside RecBole's autocast
-    block), so the recomputed logits have the precision the log-sum-exp was taken at; this is
-    ``torch.amp.custom_bwd`` for whichever device the inputs are on.
+    The products run in the forward's compute dtype (autocast's when it is on; backward runs
+    outside RecBole's autocast block, so the dtype is saved, as ``torch.amp.custom_bwd`` would):
+    ``user`` and ``items`` are cast to it once per pass rather than by autocast at every chunk,
+    and G is cast to it once per chunk for both products. ∂items sums its chunks in float32.
     """
 
     @staticmethod
     def forward(ctx, user, items, targets, temperature, chunk_rows):
-        accumulate = torch.promote_types(torch.promote_types(user.dtype, items.dtype), torch.float32)
+        compute = _compute_dtype(user, items)
+        accumulate = torch.promote_types(compute, torch.float32)
         log_sum_exp = torch.empty(user.size(0), dtype=accumulate, device=user.device)  # [N]
         target_logit = torch.empty_like(log_sum_exp)  # [N]
-        for start in range(0, user.size(0), chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            logits = _scaled_logits(user[rows], items, temperature)  # [C, |I|]
-            log_sum_exp[rows] = torch.logsumexp(logits, dim=1)
-            target_logit[rows] = logits.gather(1, targets[rows].unsqueeze(1)).squeeze(1)  # [C, 1] -> [C]
+        user_c, items_c = user.to(compute), items.to(compute)  # no-ops unless autocast is on
+        with torch.autocast(user.device.type, enabled=False):
+            for start in range(0, user.size(0), chunk_rows):
+                rows = slice(start, start + chunk_rows)
+                logits = _scaled_logits(user_c[rows], items_c, temperature)  # [C, |I|]
+                log_sum_exp[rows] = torch.logsumexp(logits, dim=1)
+                target_logit[rows] = logits.gather(1, targets[rows].unsqueeze(1)).squeeze(1)  # [C, 1] -> [C]
         ctx.save_for_backward(user, items, targets, log_sum_exp)
-        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
-        device = user.device.type
-        ctx.autocast = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
+        ctx.temperature, ctx.chunk_rows, ctx.compute = temperature, chunk_rows, compute
         return (log_sum_exp - target_logit).mean()
 
     @staticmethod
@@ -115,21 +122,23 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         # summed over chunks in the accumulation dtype, cast to the items' dtype once at the end
         grad_items = torch.zeros(items.shape, dtype=log_sum_exp.dtype, device=items.device) if need_items else None
         scale = grad_loss / (user.size(0) * ctx.temperature)
-        enabled, dtype = ctx.autocast
-        with torch.autocast(user.device.type, dtype=dtype, enabled=enabled):
+        user_c, items_c = user.to(ctx.compute), items.to(ctx.compute)
+        with torch.autocast(user.device.type, enabled=False):
             for start in range(0, user.size(0), ctx.chunk_rows):
                 rows = slice(start, start + ctx.chunk_rows)
-                chunk = user[rows]  # [C, H]
+                chunk = user_c[rows]  # [C, H]
                 # softmax from the saved log-sum-exp, in place: one [C, |I|] buffer per chunk
-                grad_logits = _scaled_logits(chunk, items, ctx.temperature)
+                grad_logits = _scaled_logits(chunk, items_c, ctx.temperature)
                 grad_logits.sub_(log_sum_exp[rows].unsqueeze(1)).exp_()
                 grad_logits[torch.arange(chunk.size(0), device=chunk.device), targets[rows]] -= 1
                 grad_logits.mul_(scale)
-                # the casts are no-ops unless the inputs are float16/bfloat16 outside autocast
+                grad_logits = grad_logits.to(ctx.compute)  # a no-op in float32 and float64
                 if need_user:
-                    grad_user[rows] = grad_logits @ items.to(grad_logits.dtype)  # [C, |I|] @ [|I|, H] -> [C, H]
-                if need_items:
-                    grad_items.addmm_(grad_logits.t(), chunk.to(grad_logits.dtype))  # [|I|, C] @ [C, H]
+                    grad_user[rows] = grad_logits @ items_c  # [C, |I|] @ [|I|, H] -> [C, H]
+                if need_items and grad_logits.dtype == grad_items.dtype:
+                    grad_items.addmm_(grad_logits.t(), chunk)  # [|I|, C] @ [C, H]
+                elif need_items:
+                    grad_items += grad_logits.t() @ chunk  # the product in the compute dtype, summed in float32
         return grad_user, None if grad_items is None else grad_items.to(items.dtype), None, None, None
 
 

@@ -232,7 +232,9 @@ class ExpertBank(nn.Module):
         ]
         y = torch.cat(outputs) if outputs else x_sorted.new_zeros(0, self.out_features)
         y = y * topk_weight.reshape(-1)[order].unsqueeze(1).to(y.dtype)
-        return x.new_zeros(x.shape[0], self.out_features).index_add_(0, token, y)
+        # under autocast x and y can differ (float32 input, bfloat16 experts): sum in the wider dtype
+        out = y.new_zeros(x.shape[0], self.out_features, dtype=torch.promote_types(x.dtype, y.dtype))
+        return out.index_add_(0, token, y.to(out.dtype))  # [N, out]
 
     def reference_forward(self, x, topk_idx, topk_weight):
         """Token-by-token loop with the same semantics as :meth:`forward` (the test oracle)."""
