@@ -74,6 +74,10 @@ class Suite:
             unknown = set(entry) - ENTRY_KEYS
             if unknown:
                 problems.append(f"models[{i}]: unknown entries {sorted(unknown)}; allowed: {', '.join(sorted(ENTRY_KEYS))}")
+            misplaced = ENTRY_KEYS & set(entry.get("overrides") or {})
+            if misplaced:  # e.g. a brace closed one key too late
+                problems.append(f"models[{i}].overrides holds {sorted(misplaced)}, which belong to the model entry "
+                                "itself, beside 'overrides'")
             self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
                                 "role": role, "overrides": dict(entry.get("overrides") or {}),
                                 "config_files": files, "host": entry.get("host"),

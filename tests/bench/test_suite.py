@@ -8,6 +8,8 @@ import pytest
 import yaml
 from scipy import stats
 
+from conftest import REPO
+
 from recbole_hymoe.bench import runner
 from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
 from recbole_hymoe.bench.suite import Suite
@@ -46,6 +48,9 @@ def test_suite_problems_are_all_listed_before_anything_runs(tmp_path, mini_data_
     assert "HyMoERec on mini: " in message and "moe_top_k=9" in message
     assert "NoSuchModel on mini: " in message and "unknown model 'NoSuchModel'" in message
     assert "ok on nowhere: " in message and "dataset 'nowhere' not found" in message
+    with pytest.raises(ConfigError, match=r"models\[0\].overrides holds \['published'\], which belong to the model"):
+        Suite({"name": "n", "datasets": ["mini"], "seeds": [1],
+               "models": [{"model": "FuXiAlpha", "overrides": {"use_time_channel": False, "published": "0.18"}}]})
     with pytest.raises(ConfigError, match="missing 'seeds'.*reference 'x' is not one of"):
         Suite({"name": "n", "datasets": ["mini"], "models": [{"model": "SASRec"}], "reference": "x"})
 
@@ -167,3 +172,12 @@ def test_report_flags_capped_cells_and_compares_with_the_host():
                "models": [{"model": "HyMoERec", "host": "Nobody"}, {"model": "SASRec", "colour": 1}]})
     with pytest.raises(ConfigError, match=r"models\[1\]: unknown entries \['colour'\]"):
         Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "SASRec"}, {"model": "GRU4Rec", "colour": 1}]})
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "yaml" / "bench").glob("*.yaml")))
+def test_every_shipped_suite_builds_each_model_config(path, mini_data_path, monkeypatch):
+    # On the small bundled slice instead of the suite's datasets (which users may not have): every
+    # entry's keys, overrides and config files are checked as the real run would check them.
+    monkeypatch.chdir(REPO)
+    data = yaml.safe_load((REPO / path).read_text(encoding="utf-8"))
+    Suite({**data, "datasets": ["mini"]}, source=path).check(extra={"data_path": str(mini_data_path)})
