@@ -289,10 +289,13 @@ class PluginSequentialRecommender(SequentialRecommender):
         Rows are encoded in groups of similar history length (sorted by length,
         ``EVAL_GROUP_ROWS`` at a time, each group trimmed to its longest history): each row's state
         is the computation it gets in the whole batch, but short histories no longer pay for the
-        batch's longest one (Beauty: 9 items on average, 50 at most).
+        batch's longest one (Beauty: 9 items on average, 50 at most). The longest group runs first:
+        each later group's buffers are smaller and fit in the memory the earlier ones freed (in
+        ascending order every group needs more than any freed block, and the C heap grows; a
+        full-sort validation on ML-1M peaked ≈ 0.6 GB higher that way).
         """
         item_seq, item_seq_len, inputs = self.encoder_inputs(interaction)
-        order = torch.argsort(item_seq_len)  # [B]
+        order = torch.argsort(item_seq_len, descending=True)  # [B]
         user = None
         for rows in order.split(EVAL_GROUP_ROWS):
             width = int(item_seq_len[rows].max())
