@@ -138,7 +138,8 @@ def run_speed_main(argv=None):
     Returns:
         int: 0 on success, 2 for bad input.
     """
-    from recbole_hymoe.bench.speed import VARIANT_SETS, run_speed_benchmark, speed_table
+    from recbole_hymoe.bench.speed import VARIANT_SETS, run_speed_benchmark, speed_table, suite_variants
+    from recbole_hymoe.bench.suite import Suite
 
     parser = argparse.ArgumentParser(
         prog="run_speed",
@@ -151,6 +152,9 @@ def run_speed_main(argv=None):
     parser.add_argument("--variants", default="default", choices=sorted(VARIANT_SETS),
                         help="default: SASRec/SASRec-equivalent/HyMoERec in both regimes; mamba: the Mamba hosts; "
                         "all_positions: every all-positions model, no prefix run (for ML-1M-sized data)")
+    parser.add_argument("--suite", default=None,
+                        help="time a benchmark suite's model entries instead of a --variants set (each with its "
+                        "config files, overrides and regime), e.g. yaml/bench/capacity-ml1m.yaml")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -160,12 +164,13 @@ def run_speed_main(argv=None):
     parser.add_argument("--profile", action="store_true",
                         help="also write torch.profiler operator tables per variant (profile-<variant>.txt)")
     args, rest = parser.parse_known_args(argv)
-    variants = VARIANT_SETS[args.variants]
+    variants = suite_variants(Suite.from_file(args.suite)) if args.suite else VARIANT_SETS[args.variants]
     if args.only:
         labels = args.only.split(",")
         unknown = sorted(set(labels) - {v.label for v in variants})
         if unknown:
-            raise ConfigError(f"--only: {unknown} are not variants of the {args.variants!r} set; its variants: "
+            source = args.suite or f"the {args.variants!r} set"
+            raise ConfigError(f"--only: {unknown} are not variants of {source}; its variants: "
                               f"{[v.label for v in variants]}")
         variants = [v for v in variants if v.label in labels]
     report = run_speed_benchmark(

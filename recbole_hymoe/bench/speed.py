@@ -51,6 +51,7 @@ class Variant:
     label: str
     model: str
     overrides: dict = field(default_factory=dict)
+    config_files: tuple = ()  # read after the run's shared config files
 
 
 DEFAULT_VARIANTS = (
@@ -92,6 +93,17 @@ VARIANT_SETS = {"default": DEFAULT_VARIANTS, "mamba": MAMBA_VARIANTS, "all_posit
                 "precision": PRECISION_VARIANTS}
 
 
+def suite_variants(suite):
+    """The variants of a benchmark suite's model entries (:class:`~recbole_hymoe.bench.suite.Suite`):
+    each entry's label, model, config files (after the suite's protocol) and overrides, in the
+    suite's training regime (RecBole's built-ins that cannot train in it keep ``prefix``)."""
+    return tuple(
+        Variant(entry["label"], entry["model"], {"train_regime": suite.regime_of(entry), **entry["overrides"]},
+                tuple(str(f) for f in suite.config_files(entry)))
+        for entry in suite.models
+    )
+
+
 def matmul_gflop(fn):
     """Run ``fn()`` and return its matmul work in GFLOP, as torch's ``FlopCounterMode`` counts it."""
     with FlopCounterMode(display=False) as counter:
@@ -105,7 +117,8 @@ class _Prepared:
     def __init__(self, variant, dataset, config_file_list, base, n_batches):
         overrides = {**base, **variant.overrides, "show_progress": False, "state": "ERROR"}
         with clean_argv():
-            self.config = Config(variant.model, dataset, config_file_list, config_dict=overrides)
+            files = [*(config_file_list or []), *variant.config_files]
+            self.config = Config(variant.model, dataset, files or None, config_dict=overrides)
         check_dataset_files(self.config)
         init_seed(self.config["seed"], self.config["reproducibility"])
         start = time.perf_counter()

@@ -104,13 +104,17 @@ class Suite:
         except FileNotFoundError:
             raise ConfigError(f"suite file not found: {path}") from None
 
+    def regime_of(self, entry):
+        """The suite's training regime, or ``prefix`` for a RecBole model that cannot train in
+        ``all_positions`` (it trains on the last position only)."""
+        name = registry.resolve_model_name(entry["model"])
+        if self.train_regime == "all_positions" and not (registry.is_plugin_model(name) or name in ALL_POSITIONS_BUILTINS):
+            return "prefix"
+        return self.train_regime
+
     def cell_overrides(self, entry, dataset, extra=None):
         """Config overrides of one (model, dataset) cell."""
-        regime = self.train_regime
-        name = registry.resolve_model_name(entry["model"])
-        if regime == "all_positions" and not (registry.is_plugin_model(name) or name in ALL_POSITIONS_BUILTINS):
-            regime = "prefix"  # RecBole's other built-in models train on the last position only
-        return {"train_regime": regime, **self.overrides, **self.dataset_overrides.get(dataset, {}),
+        return {"train_regime": self.regime_of(entry), **self.overrides, **self.dataset_overrides.get(dataset, {}),
                 **entry["overrides"], **(extra or {})}
 
     def config_files(self, entry):

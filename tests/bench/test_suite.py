@@ -181,3 +181,17 @@ def test_every_shipped_suite_builds_each_model_config(path, mini_data_path, monk
     monkeypatch.chdir(REPO)
     data = yaml.safe_load((REPO / path).read_text(encoding="utf-8"))
     Suite({**data, "datasets": ["mini"]}, source=path).check(extra={"data_path": str(mini_data_path)})
+
+
+def test_a_suite_times_its_entries_with_their_files_overrides_and_regime():
+    from recbole_hymoe.bench.speed import suite_variants
+
+    suite = Suite.from_file("yaml/bench/capacity-ml1m.yaml")
+    variants = {v.label: v for v in suite_variants(suite)}
+    assert list(variants) == [entry["label"] for entry in suite.models]
+    e8 = variants["E8 active 256 (4 blocks)"]
+    assert e8.model == "HyMoERec" and e8.config_files == ("yaml/protocol/loo-full.yaml", "yaml/dataset/ml-1m-host.yaml")
+    assert e8.overrides == {"train_regime": "all_positions", "moe_num_experts": 8, "moe_top_k": 2, "inner_size": 128,
+                            "moe_inner_size": 64, "n_layers": 4}
+    pop = suite_variants(Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "Pop"}]}))[0]
+    assert pop.overrides == {"train_regime": "prefix"} and pop.config_files == ()

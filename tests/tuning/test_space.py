@@ -31,12 +31,14 @@ def test_the_shipped_sweep_files_parse():
         space = SearchSpace.from_file(f"yaml/tune/{name}.yaml")
         assert space.model == "HyMoERec" and space.dataset == "ml-100k"
     assert SearchSpace.from_file("yaml/tune/hymoerec-warmup.yaml").space["moe_warmup_steps"] == ("grid", [0, 100, 500, 1000])
-    for name in ("experts", "balance", "warmup"):
-        space = SearchSpace.from_file(f"yaml/tune/beauty-hymoerec-{name}.yaml")
-        assert space.dataset == "beauty" and space.seeds == [2020, 2021, 2022] and space.scheduler == {"type": "fifo"}
-    host = SearchSpace.from_file("yaml/tune/beauty-sasrec-equivalent.yaml")
-    experts = SearchSpace.from_file("yaml/tune/beauty-hymoerec-experts.yaml")
-    assert len(host.finite_combinations()) == len(experts.finite_combinations()) == 8  # the same budget
+    for prefix, dataset in (("beauty", "beauty"), ("ml1m", "ml-1m")):
+        for name in ("experts", "balance", "warmup"):
+            space = SearchSpace.from_file(f"yaml/tune/{prefix}-hymoerec-{name}.yaml")
+            assert space.dataset == dataset and space.seeds == [2020, 2021, 2022] and space.scheduler == {"type": "fifo"}
+        host = SearchSpace.from_file(f"yaml/tune/{prefix}-sasrec-equivalent.yaml")
+        experts = SearchSpace.from_file(f"yaml/tune/{prefix}-hymoerec-experts.yaml")
+        assert host.dataset == dataset and host.base["moe_num_experts"] == 0
+        assert len(host.finite_combinations()) == len(experts.finite_combinations()) == 8  # the same budget
 
 
 @pytest.mark.parametrize(
