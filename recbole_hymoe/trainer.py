@@ -1,6 +1,7 @@
 """RecBole's Trainer plus per-epoch expert telemetry, the all-positions loss of RecBole's built-ins,
 and bfloat16 training (``precision``)."""
 
+import numpy as np
 import torch
 from recbole.evaluator import Collector
 from recbole.trainer import Trainer
@@ -10,8 +11,14 @@ from recbole_hymoe import registry
 from recbole_hymoe.allocator import release_free_memory
 from recbole_hymoe.baselines import all_positions_loss
 from recbole_hymoe.collector import TopKCollector
+from recbole_hymoe.data import ALL_POSITIONS_BUILTINS
+from recbole_hymoe.models.base import length_groups
 
 COLLAPSE_SHARE = 0.8
+# RecBole models whose full_sort_predict reads only the right-padded item sequence, causally, and
+# its length: a batch trimmed to its longest history scores as the whole batch (tested). Not
+# BERT4Rec, which writes its mask token after the last item and needs that slot.
+LENGTH_GROUPED_BUILTINS = ("SASRec", "GRU4Rec", "NARM")
 # precision -> the dtype a training batch's forward pass is autocast to (None: float32 throughout)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -51,7 +58,8 @@ class MoETrainer(Trainer):
     regime: their batch loss is then :func:`recbole_hymoe.baselines.all_positions_loss` instead of
     the model's own ``calculate_loss`` (``batch_loss``), and trains any sequential model in
     bfloat16 (``precision: bf16``, :func:`in_precision`; evaluation stays float32, so rankings
-    are scored at full precision); everything else is RecBole's loop. After
+    are scored at full precision), and evaluates RecBole's SASRec, GRU4Rec and NARM in groups of
+    similar history length (:meth:`_full_sort_batch_eval`); everything else is RecBole's loop. After
     each training epoch the C heap's free memory goes back to the OS
     (:func:`~recbole_hymoe.allocator.release_free_memory`).
     """
@@ -72,6 +80,30 @@ class MoETrainer(Trainer):
         if has_moe:
             self._log_moe_telemetry(epoch_idx, self.model.moe_telemetry())
         return losses
+
+    def _full_sort_batch_eval(self, batched_data):
+        """RecBole's full-sort scoring of a batch; for :data:`LENGTH_GROUPED_BUILTINS` the model's
+        own ``full_sort_predict`` runs on groups of rows trimmed to their longest history
+        (:func:`~recbole_hymoe.models.base.length_groups`), as the plugin models score: RecBole's
+        SASRec otherwise runs every row at the full width L (Beauty: 9 items on average of 50)."""
+        if self.config["model"] not in LENGTH_GROUPED_BUILTINS:
+            return super()._full_sort_batch_eval(batched_data)
+        interaction, history_index, positive_u, positive_i = batched_data
+        interaction = interaction.to(self.device)
+        item_seq, lengths = interaction[self.model.ITEM_SEQ], interaction[self.model.ITEM_SEQ_LEN]
+        scores = None
+        for rows, width in length_groups(lengths):
+            part = interaction[rows]
+            part[self.model.ITEM_SEQ] = item_seq[rows, :width]  # [b, width]: only padding dropped
+            group_scores = self.model.full_sort_predict(part)  # [b, n_items]
+            if scores is None:
+                scores = group_scores.new_empty(len(lengths), group_scores.size(1))  # [B, n_items]
+            scores[rows] = group_scores
+        # from here as RecBole's Trainer._full_sort_batch_eval
+        scores[:, 0] = -np.inf
+        if history_index is not None:
+            scores[history_index] = -np.inf
+        return interaction, scores, positive_u, positive_i
 
     def _log_moe_telemetry(self, epoch_idx, telemetry):
         self.moe_history.append({"epoch": epoch_idx, **telemetry})
@@ -103,11 +135,11 @@ class MoETrainer(Trainer):
 
 def build_trainer(config, model):
     """The trainer of ``model``: RecBole's lookup (the plugin models get :class:`MoETrainer`), or
-    :class:`MoETrainer` for a built-in model in the ``all_positions`` regime or in ``bf16``; every
-    trainer collects its top-k evaluation resource with
+    :class:`MoETrainer` for RecBole's SASRec, GRU4Rec, NARM and BERT4Rec (either regime) and any
+    built-in model trained in ``bf16``; every trainer collects its top-k evaluation resource with
     :class:`~recbole_hymoe.collector.TopKCollector`."""
     builtin = not registry.is_plugin_model(config["model"])
-    if builtin and (config["train_regime"] == "all_positions" or config["precision"] != "fp32"):
+    if builtin and (config["model"] in ALL_POSITIONS_BUILTINS or config["precision"] != "fp32"):
         trainer = MoETrainer(config, model)
     else:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

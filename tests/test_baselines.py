@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import build_data, first_batch, run_python
+from recbole.trainer import Trainer
 from recbole.utils import get_model
 
 from recbole_hymoe import Config, run
@@ -16,6 +17,7 @@ from recbole_hymoe.baselines import (
     next_item_all_positions_loss,
 )
 from recbole_hymoe.data import RegimeDataset
+from recbole_hymoe.models import base
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.nn import losses
 from recbole_hymoe.nn.losses import next_item_targets
@@ -203,3 +205,22 @@ print(json.dumps({{"class": type(model).__module__, "test": dict(trainer.evaluat
     out = json.loads(reloaded.stdout.strip().splitlines()[-1])
     assert out["class"] == "recbole.model.sequential_recommender.sasrec"
     assert out["test"] == result["test_result"]
+
+
+@pytest.mark.parametrize("name", [*CAUSAL_MODELS, "BERT4Rec"])
+def test_length_grouped_evaluation_scores_as_recbole_whole_batch(name, mini_data_path, monkeypatch):
+    # L = 200: the mini users' histories (20 to ~700 items) give groups of very different widths
+    config, _, train_data, valid_data, _ = build_data(name, {"data_path": str(mini_data_path), **SMALL,
+                                                             "MAX_ITEM_LIST_LENGTH": 200})
+    torch.manual_seed(0)
+    model = get_model(name)(config, train_data._dataset).eval()
+    trainer = build_trainer(config, model)  # prefix regime: these four get the package's trainer in both
+    assert isinstance(trainer, MoETrainer)
+    monkeypatch.setattr(base, "EVAL_GROUP_ROWS", 7)
+    batch = next(iter(valid_data))
+    assert len(set(batch[0][model.ITEM_SEQ_LEN].tolist())) > 10
+    trainer.tot_item_num = valid_data._dataset.item_num  # set by Trainer.evaluate
+    with torch.no_grad():
+        ours = trainer._full_sort_batch_eval(batch)[1]  # [B, n_items]
+        whole = Trainer._full_sort_batch_eval(trainer, batch)[1]
+    torch.testing.assert_close(ours, whole, rtol=1e-5, atol=1e-5)
