@@ -319,7 +319,7 @@ class PluginSequentialRecommender(SequentialRecommender):
                     for name, value in inputs.items()}
             states = self._encode_last(item_seq[rows, :width], item_seq_len[rows], part)[0]  # [b, H]
             if user is None:
-                user = states.new_empty(len(order), states.size(1))  # [B, H]
+                user = states.new_empty(item_seq.size(0), states.size(1))  # [B, H]
             user[rows] = states
         return self._scaled(user @ self.item_table().t())
 
