@@ -29,6 +29,8 @@ from recbole_hymoe.nn.dropout import Dropout
 from recbole_hymoe.nn.graph import ADJ_NORMS, GRAPH_AGGS, VGAE, VGAE_DECODERS, BipartiteGraph, HyperbolicGCN
 
 FUSIONS = ("add", "gate", "replace")
+# Which VGAE latent a training step fuses into the item table (evaluation always fuses μ).
+FUSION_LATENTS = ("sample", "mean")
 MANIFOLD_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # HGCF initialises its node embeddings uniformly in (-0.1, 0.1).
 GRAPH_INIT_SCALE = 0.1
@@ -86,6 +88,7 @@ class HM2Rec(PluginSequentialRecommender):
     tied in rotated pairs; 4 top-2 experts shaped like Mamba4Rec's FFN with a Switch balance loss
     (λ = 0.01) and no dense branch. Every choice is a config key with its alternatives
     (``graph_agg: centroid``, ``vgae_decoder: inner``, ``fusion: gate | replace``,
+    ``vgae_fusion_latent: mean``,
     ``rope_target: input | none``, ``use_graph``, ``use_vgae``, ``moe_num_experts: 0``). The
     VGAE's KL is the Euclidean one in the tangent space at the origin (a wrapped normal's log-det
     term is left out). Initialisation: graph nodes U(±0.1) (HGCF), VGAE layers Glorot with
@@ -94,6 +97,13 @@ class HM2Rec(PluginSequentialRecommender):
     distances (and, with ``graph_agg: centroid``, the aggregation itself). With
     ``use_graph: false, moe_num_experts: 0, rope_target: none`` the model is the package's
     Mamba4Rec (same parameter names).
+
+    NOTE (``vgae_fusion_latent``): the spec fuses the VGAE's sample z = μ + σ·ε into the table in
+    training (``sample``, the default) and μ in evaluation; Kipf & Welling's own code uses z only
+    in the edge decoder and μ downstream (``mean``). At initialisation the sampled noise ‖W_g σε‖
+    is ≈ 80 % of the ID rows' norm and ≈ 9× the graph signal ‖W_g μ‖ (Beauty), so ``sample``
+    trains under heavy noise on every item's logit that evaluation never sees; the Beauty
+    ablation (``yaml/bench/hm2rec-ablation-beauty.yaml``) decides the default.
     """
 
     PARAMS = (
@@ -111,6 +121,7 @@ class HM2Rec(PluginSequentialRecommender):
         Param("vgae_edge_batch", Integer(1)),
         Param("graph_loss_weight", Number(0.0)),
         Param("fusion", Choice(*FUSIONS)),
+        Param("vgae_fusion_latent", Choice(*FUSION_LATENTS)),
         Param("max_tangent_norm", Number(0.0, min_exclusive=True)),
         Param("manifold_dtype", Choice(*MANIFOLD_DTYPES)),
         *LOSS_PARAMS,
@@ -132,6 +143,7 @@ class HM2Rec(PluginSequentialRecommender):
         self.use_graph = hp["use_graph"]
         self.use_vgae = hp["use_vgae"]
         self.fusion = hp["fusion"]
+        self.fuse_mean = hp["vgae_fusion_latent"] == "mean"
         self.graph_loss_weight = hp["graph_loss_weight"]
         self.vgae_kl_weight = hp["vgae_kl_weight"]
         self.vgae_edge_batch = hp["vgae_edge_batch"]
@@ -194,13 +206,13 @@ class HM2Rec(PluginSequentialRecommender):
         loss = weight.new_zeros(())
         if self.vgae is not None:
             vgae = self.vgae(adj, latent, adj_t)
-            latent = vgae.z
+            z = vgae.z  # [N, H]: μ + σ·ε in training, μ in evaluation
             if with_loss:
                 edges = self.graph.sample_edges(self.vgae_edge_batch)
                 offset = self.graph.num_users  # item i is node U + i
-                recon = self.vgae.recon_loss(latent[edges.users], latent[offset + edges.pos_items],
-                                             latent[offset + edges.neg_items], c)
+                recon = self.vgae.recon_loss(z[edges.users], z[offset + edges.pos_items], z[offset + edges.neg_items], c)
                 loss = recon + self.vgae_kl_weight * VGAE.kl_loss(vgae.mu, vgae.logstd)
+            latent = vgae.mu if self.fuse_mean else z
         return GraphOutput(latent[self.graph.num_users:], loss)
 
     def fuse(self, item_latent):

@@ -143,6 +143,7 @@ ABLATIONS = {
     "centroid": {"graph_agg": "centroid"},
     "inner-decoder": {"vgae_decoder": "inner"},
     "gate": {"fusion": "gate"},
+    "fuse-vgae-mean": {"vgae_fusion_latent": "mean"},
     "replace": {"fusion": "replace"},
     "row-self-loop": {"adj_norm": "row_self_loop"},
     "learned-curvature": {"learn_curvature": True},
@@ -174,6 +175,21 @@ def test_every_ablation_switch_trains_and_scores(overrides, data, extra):
     assert scores.shape == (len(valid_batch), model.n_items) and torch.isfinite(scores).all()
     if model.use_graph:
         assert torch.equal(table[0], torch.zeros_like(table[0]))  # the padding row stays 0
+
+
+@pytest.mark.parametrize("latent", ["sample", "mean"])
+def test_training_fuses_the_vgae_sample_or_its_mean_and_evaluation_the_mean(overrides, data, latent):
+    model = build_model(HM2Rec, overrides, data[2]._dataset, vgae_fusion_latent=latent)
+    with torch.no_grad():
+        mean_latent = model.eval().graph_forward(with_loss=False).item_latent  # [I, H], μ
+        model.train()
+        first, second = (model.graph_forward(with_loss=True) for _ in range(2))
+    assert first.vgae_loss > 0  # the reconstruction still decodes the samples
+    if latent == "mean":
+        torch.testing.assert_close(first.item_latent, mean_latent)
+    else:  # two steps draw two samples around μ
+        assert not torch.allclose(first.item_latent, second.item_latent)
+        assert not torch.allclose(first.item_latent, mean_latent)
 
 
 def test_last_position_shortcut_matches_the_full_encoding(overrides, data):
