@@ -18,7 +18,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+from recbole.utils import ModelType, get_model
 
+from recbole_hymoe import registry
 from recbole_hymoe.bench.cell import PER_USER_FILE, RESULT_FILE
 from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
 from recbole_hymoe.paths import portable
@@ -61,7 +63,13 @@ def _paired(cells_a, cells_b, metric=KEY_METRIC):
 
 
 def converged(cell):
-    """Whether early stopping ended the cell: ``stopping_step`` validations after its best epoch."""
+    """Whether early stopping ended the cell: ``stopping_step`` validations after its best epoch.
+
+    A model RecBole fits in one pass (``ModelType.TRADITIONAL``: Pop, ItemKNN, …; its trainer runs
+    one epoch) has nothing to stop and counts as converged.
+    """
+    if get_model(registry.resolve_model_name(cell["model"])).type == ModelType.TRADITIONAL:
+        return True
     stopping_step = cell.get("overrides", {}).get("stopping_step", 10)
     return cell["epochs_run"] - 1 - cell["best_epoch"] >= stopping_step
 

@@ -154,9 +154,11 @@ def test_report_names_the_cells_that_continued_across_an_interruption():
 def test_report_flags_capped_cells_and_compares_with_the_host():
     from recbole_hymoe.bench.report import _versus, converged
 
-    assert converged({"epochs_run": 30, "best_epoch": 19, "overrides": {"stopping_step": 10}})
-    assert not converged({"epochs_run": 30, "best_epoch": 20, "overrides": {"stopping_step": 10}})  # cut by a cap
-    assert not converged({"epochs_run": 12, "best_epoch": 10, "overrides": {}})  # default stopping_step 10
+    assert converged({"model": "SASRec", "epochs_run": 30, "best_epoch": 19, "overrides": {"stopping_step": 10}})
+    assert not converged({"model": "SASRec", "epochs_run": 30, "best_epoch": 20,
+                          "overrides": {"stopping_step": 10}})  # cut by a cap
+    assert not converged({"model": "HyMoERec", "epochs_run": 12, "best_epoch": 10, "overrides": {}})  # default 10
+    assert converged({"model": "Pop", "epochs_run": 1, "best_epoch": 0, "overrides": {"stopping_step": 10}})  # one pass
 
     def row(values):
         cells = [{"seed": 1, "per_user": {"user": np.arange(len(values)), "ndcg@10": np.asarray(values)}}]
