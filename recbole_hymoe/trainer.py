@@ -43,7 +43,6 @@ def in_precision(loss_func, device, precision):
     return autocast_loss
 
 
-
 class MoETrainer(Trainer):
     """RecBole ``Trainer`` that logs routing statistics after each training epoch.
 
@@ -70,6 +69,7 @@ class MoETrainer(Trainer):
         builtin_all_positions = config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"])
         loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
         self.batch_loss = in_precision(loss, self.device, config["precision"])
+        self.length_grouped_eval = config["model"] in LENGTH_GROUPED_BUILTINS
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         has_moe = hasattr(self.model, "moe_layers") and self.model.moe_layers()
@@ -86,7 +86,7 @@ class MoETrainer(Trainer):
         own ``full_sort_predict`` runs on groups of rows trimmed to their longest history
         (:func:`~recbole_hymoe.models.base.length_groups`), as the plugin models score: RecBole's
         SASRec otherwise runs every row at the full width L (Beauty: 9 items on average of 50)."""
-        if self.config["model"] not in LENGTH_GROUPED_BUILTINS:
+        if not self.length_grouped_eval:
             return super()._full_sort_batch_eval(batched_data)
         interaction, history_index, positive_u, positive_i = batched_data
         interaction = interaction.to(self.device)
