@@ -163,7 +163,10 @@ class HM2Rec(PluginSequentialRecommender):
         moe_ffn = {} if self.moe_settings is None else {"feed_forward": MoEFeedForward, "moe": self.moe_settings}
         self.encoder = build_mamba_encoder(hp, **moe_ffn)
         if self.use_graph:
-            self.graph = training_graph(dataset, hp["adj_norm"], manifold_dtype)
+            # Â's products are Euclidean (tangent aggregation, the VGAE's GCN layer): float32,
+            # unless the centroid aggregation multiplies hyperboloid points by Â.
+            adj_dtype = manifold_dtype if hp["graph_agg"] == "centroid" else torch.float32
+            self.graph = training_graph(dataset, hp["adj_norm"], adj_dtype)
             self.node_embedding = nn.Embedding(self.graph.num_nodes, hidden)
             self.hgcn = HyperbolicGCN(hp["graph_layers"], hp["graph_agg"], hp["max_tangent_norm"], manifold_dtype)
             self.vgae = None

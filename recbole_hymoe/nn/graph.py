@@ -212,7 +212,8 @@ class HyperbolicGCN(nn.Module):
         num_layers (int): L ≥ 1 propagations.
         aggregation (str): one of :data:`GRAPH_AGGS`.
         max_tangent_norm (float): tangent-norm clip of every exp_o.
-        dtype (torch.dtype): dtype of the manifold maths.
+        dtype (torch.dtype): dtype of the manifold maths (``centroid`` aggregation; ``tangent``
+            evaluates no manifold map).
     """
 
     def __init__(self, num_layers, aggregation="tangent", max_tangent_norm=MAX_TANGENT_NORM, dtype=torch.float64):
@@ -236,26 +237,28 @@ class HyperbolicGCN(nn.Module):
             adj_t (Tensor): optional sparse [N, N] ``adjᵀ`` (a faster backward).
 
         Returns:
-            FloatTensor: [N, d] tangent coordinates at o of the output points, in ``dtype``
-            (the points are ``exp_o`` of them).
+            FloatTensor: [N, d] tangent coordinates at o of the output points (the points are
+            ``exp_o`` of them), in ``embeddings``' dtype with ``tangent`` aggregation and in
+            ``dtype`` with ``centroid``.
         """
         # log_o(exp_o(u)) = clip(u) for every c: the round trips HGCF's code computes around the
         # tangent-space steps are written as the clip they equal (the maps cost ≈ 25 % of an
-        # HM2Rec step at Beauty's size; they agree to float64 rounding, see the tests).
-        embeddings = embeddings.to(self.dtype)
+        # HM2Rec step at Beauty's size; they agree to float64 rounding, see the tests). What is
+        # left of the tangent aggregation is Euclidean (clips and sums of products with Â, i.e.
+        # LightGCN), so it runs in the embeddings' dtype: no manifold map is evaluated.
         if self.aggregation == "tangent":
-            t = clip_tangent(embeddings, self.max_tangent_norm)  # log_o(X⁰)
-        else:
-            x = exp_o(embeddings, c, self.max_tangent_norm)  # [N, d+1]
+            t = clip_tangent(embeddings, self.max_tangent_norm)  # log_o(X⁰): [N, d]
+            total = 0.0
+            for _ in range(self.num_layers):
+                t = spmm(adj, t, adj_t)
+                total = total + t
+            return clip_tangent(total, self.max_tangent_norm)  # log_o(exp_o(Σ T^l))
+        x = exp_o(embeddings.to(self.dtype), c, self.max_tangent_norm)  # [N, d+1]
         total = 0.0
         for _ in range(self.num_layers):
-            if self.aggregation == "tangent":
-                t = spmm(adj, t, adj_t)
-            else:
-                x = centroid(spmm(adj, x, adj_t), c)
-                t = log_o(x, c)
-            total = total + t
-        return clip_tangent(total, self.max_tangent_norm)  # log_o(exp_o(Σ T^l))
+            x = centroid(spmm(adj, x, adj_t), c)
+            total = total + log_o(x, c)
+        return clip_tangent(total, self.max_tangent_norm)
 
 
 class VGAEOutput(NamedTuple):

@@ -86,6 +86,15 @@ def test_curvature_changes_the_loss(overrides, data, graph_agg):
         assert abs(rec_1.item() - rec_2.item()) > 1e-4
 
 
+@pytest.mark.parametrize("graph_agg, manifold_dtype, adj_dtype", [
+    ("tangent", "float64", torch.float32), ("centroid", "float64", torch.float64), ("centroid", "float32", torch.float32)])
+def test_the_adjacency_is_float64_only_where_it_multiplies_hyperboloid_points(overrides, data, graph_agg,
+                                                                              manifold_dtype, adj_dtype):
+    model = build_model(HM2Rec, overrides, data[2]._dataset, graph_agg=graph_agg, manifold_dtype=manifold_dtype)
+    assert model.graph.adjacency.dtype == adj_dtype
+    assert model.graph_forward(with_loss=False).item_latent.dtype == torch.float32
+
+
 @pytest.mark.parametrize("n_layers", [1, 2])
 def test_without_graph_experts_and_rope_the_model_is_mamba4rec(overrides, data, n_layers):
     shared = {"n_layers": n_layers, "rope_target": "none", "mamba_init": "mamba4rec", "hidden_dropout_prob": 0.2}

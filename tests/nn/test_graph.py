@@ -76,6 +76,18 @@ def test_tangent_aggregation_is_lightgcn_followed_by_exp_o():
     assert torch.allclose(HyperbolicGCN(3, "tangent")(adj, emb, 3.0), tangent, atol=1e-12)
 
 
+def test_tangent_aggregation_runs_in_the_embeddings_dtype():
+    # no manifold map is evaluated, so float32 embeddings on a float32 adjacency stay float32 and
+    # agree with the float64 computation to float32 rounding
+    emb = torch.randn(8, 4, dtype=torch.float64) * 3.0
+    gcn = HyperbolicGCN(3, "tangent", max_tangent_norm=2.5)
+    exact = gcn(normalized_adjacency(USERS, ITEMS, 3, 5), emb, 1.0)
+    single = gcn(normalized_adjacency(USERS, ITEMS, 3, 5, dtype=torch.float32), emb.float(), 1.0)
+    assert single.dtype == torch.float32
+    assert torch.allclose(single.double(), exact, rtol=1e-6, atol=1e-6)
+    assert not torch.equal(single.double(), exact)  # really computed in float32
+
+
 def hgcf_reference(adj, emb, c, layers, aggregation, max_norm):
     """HGCF's propagation written with every exp_o / log_o it computes."""
     x = exp_o(emb, c, max_norm)
