@@ -199,7 +199,7 @@ def train_and_evaluate(config, saved=True):
         "precision": config["precision"],
         "best_valid_score": float(best_valid_score),
         "valid_metric": config["valid_metric"],
-        "best_epoch": _best_epoch(history, config["valid_metric_bigger"]),
+        "best_epoch": (best_record(history, config["valid_metric_bigger"]) or {}).get("epoch"),
         "epochs_run": len(trainer.train_loss_dict),
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result or {}),
@@ -253,14 +253,23 @@ def results_table(result):
     return "\n".join([title, "", header, rule, *rows]) + "\n"
 
 
-def _best_epoch(history, bigger):
-    """Epoch RecBole kept as best (its early-stopping rule: ties move the best forward)."""
-    best_epoch, best = None, None
+def best_record(history, bigger=True):
+    """The validation record RecBole kept as best, or None for an empty history.
+
+    RecBole's ``early_stopping`` moves the best forward on ties (``>=``), so of equal scores
+    (they are rounded to the metric's decimals) the last is the one whose checkpoint was saved
+    and tested.
+
+    Args:
+        history (list[dict]): per-validation records with ``valid_score``, in training order.
+        bigger (bool): ``valid_metric_bigger``.
+    """
+    best = None
     for record in history:
         score = record["valid_score"]
-        if best is None or (score >= best if bigger else score <= best):
-            best_epoch, best = record["epoch"], score
-    return best_epoch
+        if best is None or (score >= best["valid_score"] if bigger else score <= best["valid_score"]):
+            best = record
+    return best
 
 
 def record_validation(trainer):

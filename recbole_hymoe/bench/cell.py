@@ -28,7 +28,7 @@ from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config
 from recbole_hymoe.nn.moe import SparseMoE
 from recbole_hymoe.paths import portable
-from recbole_hymoe.quick_start import build_pipeline, fit_resumable, reusable_config, versions
+from recbole_hymoe.quick_start import best_record, build_pipeline, fit_resumable, reusable_config, versions
 from recbole_hymoe.resume import load_training_state
 from recbole_hymoe.utils import PeakRSS, write_atomic
 
@@ -160,7 +160,7 @@ def run_cell(spec):
         usage = expert_usage_by_tier(model, pipeline.valid_data, tiers)
         wall_s = time.perf_counter() - start
     history = fitted.history
-    best = max(history, key=lambda r: r["valid_score"]) if history else None
+    best = best_record(history, config["valid_metric_bigger"])
     result = {
         "label": spec["label"],
         "model": config["model"],

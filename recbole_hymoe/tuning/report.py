@@ -16,6 +16,7 @@ import yaml
 
 from recbole_hymoe.bench.stats import mean_std
 from recbole_hymoe.paths import portable
+from recbole_hymoe.quick_start import best_record
 from recbole_hymoe.tuning.space import METRIC_COLUMNS, SEED_KEY
 from recbole_hymoe.tuning.trainable import SKIPPED_SCORE, STATUS_FILE
 from recbole_hymoe.utils import write_atomic
@@ -53,12 +54,12 @@ def trial_rows(results, space, max_epochs, trials_dir):
             # A resumed trial replays the epochs after the last checkpoint Ray had recorded (Ctrl-C can
             # land between a report and its checkpoint's registration), so Ray's log may hold an epoch
             # twice: the later report is the one the trial's saved best model belongs to.
-            epochs = (frame[frame["epoch"] >= 0].drop_duplicates("epoch", keep="last")
+            epochs = (frame[frame["epoch"] >= 0].drop_duplicates("epoch", keep="last").sort_values("epoch")
                       if frame is not None and "epoch" in frame else None)
             if epochs is None or epochs.empty:
                 row.update(stop_reason="no epoch finished", epochs=0, best_valid_score=None)
             else:
-                best = epochs.loc[epochs["valid_score"].idxmax()]
+                best = best_record(epochs.to_dict("records"))  # the epoch whose checkpoint was kept
                 run = int(epochs["epoch"].max()) + 1
                 row.update(
                     stop_reason=_stop_reason(status, run, max_epochs),

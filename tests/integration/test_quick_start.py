@@ -6,9 +6,17 @@ import pytest
 from conftest import run_python
 
 from recbole_hymoe import run
+from recbole_hymoe.quick_start import best_record
 from recbole_hymoe.errors import ConfigError
 
 pytestmark = pytest.mark.integration
+
+
+def test_best_record_is_the_checkpoint_recbole_kept_on_ties():
+    history = [{"epoch": e, "valid_score": s} for e, s in enumerate([0.05, 0.07, 0.06, 0.07, 0.065])]
+    assert best_record(history)["epoch"] == 3  # RecBole's early stopping: a tie moves the best forward
+    assert best_record(history, bigger=False)["epoch"] == 0
+    assert best_record([]) is None
 
 
 @pytest.mark.parametrize(
