@@ -273,25 +273,34 @@ def best_record(history, bigger=True):
 
 
 def record_validation(trainer):
-    """Make ``trainer`` append each validation's epoch, score, metrics and clock to a list.
+    """Make ``trainer`` append each validation's epoch, score, metrics, loss terms and clock to a list.
 
-    RecBole's ``fit`` reports only the score to its callback; learning curves need every metric.
+    RecBole's ``fit`` reports only the score to its callback and keeps only the summed training
+    loss; learning curves need every metric, and diagnosing a multi-term loss (HM2Rec's VGAE
+    terms, the MoE auxiliary loss) needs each term.
 
     Returns:
-        list[dict]: filled during ``fit`` (``elapsed_s`` is ``time.perf_counter()`` at the end
-        of each validation).
+        list[dict]: filled during ``fit``; ``train_loss_terms`` holds each term of the model's loss
+        summed over the batches of the epoch just trained (as RecBole logs them), ``elapsed_s`` is
+        ``time.perf_counter()`` at the end of each validation.
     """
     history = []
-    validate = trainer._valid_epoch
+    validate, train_epoch = trainer._valid_epoch, trainer._train_epoch
+    last_terms = []
+
+    def _train_epoch(*args, **kwargs):
+        loss = train_epoch(*args, **kwargs)
+        last_terms[:] = [float(term) for term in (loss if isinstance(loss, tuple) else (loss,))]
+        return loss
 
     def _valid_epoch(valid_data, show_progress=False):
         score, result = validate(valid_data, show_progress=show_progress)
         history.append({"epoch": max(trainer.train_loss_dict),  # the epoch just trained
                         "valid_score": float(score), "valid_result": dict(result),
-                        "elapsed_s": time.perf_counter()})
+                        "train_loss_terms": list(last_terms), "elapsed_s": time.perf_counter()})
         return score, result
 
-    trainer._valid_epoch = _valid_epoch
+    trainer._train_epoch, trainer._valid_epoch = _train_epoch, _valid_epoch
     return history
 
 

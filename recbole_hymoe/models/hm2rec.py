@@ -61,11 +61,14 @@ class GraphOutput(NamedTuple):
 
     Attributes:
         item_latent (FloatTensor): [I, H] item rows of the graph latent (tangent coordinates).
-        vgae_loss (FloatTensor): scalar ``L_rec + β·L_KL`` (0 without VGAE or when not asked).
+        recon_loss (FloatTensor): scalar VGAE edge reconstruction loss ``L_rec`` (0 without VGAE
+            or when not asked).
+        kl_loss (FloatTensor): scalar VGAE KL term ``L_KL`` (0 likewise), not yet weighted by β.
     """
 
     item_latent: torch.Tensor
-    vgae_loss: torch.Tensor
+    recon_loss: torch.Tensor
+    kl_loss: torch.Tensor
 
 
 class HM2Rec(PluginSequentialRecommender):
@@ -78,7 +81,7 @@ class HM2Rec(PluginSequentialRecommender):
     Sequence: Mamba4Rec's layout, ``LN(Dropout(ẽ[seq]))`` -> per layer
     ``LN(Dropout(Mamba(x)) [+ x])`` -> ``LN(h + Dropout(MoE(h)))``.
     Loss: ``L = CE(user · ẽᵀ) + λ_g (L_rec + β L_KL) + λ_bal L_bal``, returned as the tuple
-    ``(CE, λ_g·L_vgae, MoE aux)`` so RecBole logs each term.
+    ``(CE, λ_g·L_rec, λ_g·β·L_KL, MoE aux)`` so RecBole logs (and the run records) each term.
 
     NOTE (reconstruction: the abstract names the five parts, nothing else is known): the
     Lorentz model with fixed c = 1; the graph from the training split only; HGCF's tangent aggregation with symmetric normalisation and a sum
@@ -200,13 +203,13 @@ class HM2Rec(PluginSequentialRecommender):
             with_loss (bool): also sample ``vgae_edge_batch`` edges and compute the VGAE loss.
 
         Returns:
-            GraphOutput: item latents [I, H] and the (unweighted by λ_g) VGAE loss.
+            GraphOutput: item latents [I, H] and the VGAE's loss terms (not weighted by λ_g or β).
         """
         c = self.curvature()
         adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
         weight = self.node_embedding.weight  # [N, H]
         latent = self.hgcn(adj, weight, c, adj_t).to(weight.dtype)  # [N, H] tangent coordinates
-        loss = weight.new_zeros(())
+        recon = kl = weight.new_zeros(())
         if self.vgae is not None:
             vgae = self.vgae(adj, latent, adj_t)
             z = vgae.z  # [N, H]: μ + σ·ε in training, μ in evaluation
@@ -214,9 +217,9 @@ class HM2Rec(PluginSequentialRecommender):
                 edges = self.graph.sample_edges(self.vgae_edge_batch)
                 offset = self.graph.num_users  # item i is node U + i
                 recon = self.vgae.recon_loss(z[edges.users], z[offset + edges.pos_items], z[offset + edges.neg_items], c)
-                loss = recon + self.vgae_kl_weight * VGAE.kl_loss(vgae.mu, vgae.logstd)
+                kl = VGAE.kl_loss(vgae.mu, vgae.logstd)
             latent = vgae.mu if self.fuse_mean else z
-        return GraphOutput(latent[self.graph.num_users:], loss)
+        return GraphOutput(latent[self.graph.num_users:], recon, kl)
 
     def fuse(self, item_latent):
         """Fuse graph item latents [I, H] into the item table [I, H]; the padding row is 0.
@@ -271,18 +274,20 @@ class HM2Rec(PluginSequentialRecommender):
 
     # ----------------------------------------------------------------------------- training
     def calculate_loss(self, interaction):
-        """Return ``(rec_loss, λ_g · L_vgae, moe_aux_loss)``; RecBole sums them and logs each.
+        """Return ``(rec_loss, λ_g·L_rec, λ_g·β·L_KL, moe_aux_loss)``; RecBole sums them and logs each.
 
         One graph pass per step: the fused table is computed once and shared by the input lookup
         and the scoring (the VGAE samples z, so two passes would see different tables).
         """
         if not self.use_graph:
             rec_loss, aux_loss = super().calculate_loss(interaction)
-            return rec_loss, rec_loss.new_zeros(()), aux_loss
+            zero = rec_loss.new_zeros(())
+            return rec_loss, zero, zero, aux_loss
         graph = self.graph_forward(with_loss=True)
         self._step_table = self.fuse(graph.item_latent)
         try:
             rec_loss, aux_loss = super().calculate_loss(interaction)
         finally:
             self._step_table = None
-        return rec_loss, self.graph_loss_weight * graph.vgae_loss, aux_loss
+        weight = self.graph_loss_weight
+        return rec_loss, weight * graph.recon_loss, weight * self.vgae_kl_weight * graph.kl_loss, aux_loss

@@ -120,6 +120,9 @@ def test_an_interrupted_run_continues_exactly_as_an_uninterrupted_one(tiny_confi
     assert continued["epochs_run"] == 3
     assert [r["epoch"] for r in continued["valid_history"]] == [0, 1, 2]
     assert [r["valid_score"] for r in continued["valid_history"]] == [r["valid_score"] for r in whole["valid_history"]]
+    terms = [r["train_loss_terms"] for r in continued["valid_history"]]  # each loss term, every epoch
+    assert terms == [r["train_loss_terms"] for r in whole["valid_history"]]
+    assert all(len(epoch) == 2 for epoch in terms)  # the plugin models: recommendation loss, MoE auxiliary loss
     assert continued["test_result"] == whole["test_result"]
     elapsed = [r["elapsed_s"] for r in continued["valid_history"]]
     assert elapsed == sorted(elapsed) and continued["train_time_s"] >= elapsed[-1]

@@ -76,9 +76,9 @@ def test_curvature_changes_the_loss(overrides, data, graph_agg):
     batch = first_batch(data[2])
     with torch.no_grad():
         torch.manual_seed(1)
-        rec_1, graph_1, _ = base.calculate_loss(batch)
+        rec_1, graph_1, _, _ = base.calculate_loss(batch)
         torch.manual_seed(1)  # same sampled edges
-        rec_2, graph_2, _ = curved.calculate_loss(batch)
+        rec_2, graph_2, _, _ = curved.calculate_loss(batch)
     assert abs(graph_1.item() - graph_2.item()) > 1e-3  # the Fermi-Dirac decoder's hyperbolic distance
     if graph_agg == "tangent":  # tangent aggregation is LightGCN + exp_o: c enters through the decoder only
         assert rec_1.item() == pytest.approx(rec_2.item(), abs=1e-6)
@@ -121,11 +121,11 @@ def test_without_graph_experts_and_rope_the_model_is_mamba4rec(overrides, data, 
 
 
 @pytest.mark.parametrize("regime", ["prefix", "all_positions"])
-def test_loss_is_three_finite_terms_whose_gradients_reach_every_part(request, overrides, regime):
+def test_loss_is_four_finite_terms_whose_gradients_reach_every_part(request, overrides, regime):
     _, _, train, _, _ = request.getfixturevalue("data" if regime == "prefix" else "data_all_positions")
     model = build_model(HM2Rec, overrides, train._dataset, train_regime=regime).train()
     losses = model.calculate_loss(first_batch(train))
-    assert isinstance(losses, tuple) and len(losses) == 3
+    assert isinstance(losses, tuple) and len(losses) == 4
     assert all(torch.isfinite(term) and term.item() > 0 for term in losses)
     sum(losses).backward()
     for name, param in model.named_parameters():
@@ -133,6 +133,18 @@ def test_loss_is_three_finite_terms_whose_gradients_reach_every_part(request, ov
     for name in ("node_embedding.weight", "vgae.logstd.weight", "graph_proj.weight",
                  "encoder.0.feed_forward.moe.router.proj.weight", "encoder.0.feed_forward.moe.experts.w_in"):
         assert name in dict(model.named_parameters())
+
+
+def test_graph_loss_terms_are_the_vgae_parts_weighted_by_lambda_and_beta(overrides, data):
+    model = build_model(HM2Rec, overrides, data[2]._dataset, graph_loss_weight=0.5, vgae_kl_weight=0.25).train()
+    batch = first_batch(data[2])
+    with torch.no_grad():
+        torch.manual_seed(3)
+        graph = model.graph_forward(with_loss=True)
+        torch.manual_seed(3)  # the same ε and the same sampled edges
+        _, recon, kl, _ = model.calculate_loss(batch)
+    assert recon.item() == pytest.approx(0.5 * graph.recon_loss.item(), rel=1e-6)
+    assert kl.item() == pytest.approx(0.5 * 0.25 * graph.kl_loss.item(), rel=1e-6)
 
 
 def test_one_graph_pass_per_training_step(overrides, data, monkeypatch):
@@ -158,16 +170,18 @@ ABLATIONS = {
     "learned-curvature": {"learn_curvature": True},
     "float32-manifold": {"manifold_dtype": "float32"},
     "top1-entropy": {"moe_top_k": 1, "moe_balance_loss": "entropy"},
+    "no-kl": {"vgae_kl_weight": 0.0},
 }
 
 
 @pytest.mark.parametrize("extra", ABLATIONS.values(), ids=ABLATIONS.keys())
 def test_every_ablation_switch_trains_and_scores(overrides, data, extra):
     model = build_model(HM2Rec, overrides, data[2]._dataset, **extra).train()
-    rec, graph_loss, aux = model.calculate_loss(first_batch(data[2]))
-    assert torch.isfinite(rec) and torch.isfinite(graph_loss) and torch.isfinite(aux)
-    (rec + graph_loss + aux).backward()
-    assert (graph_loss.item() > 0) == (model.use_graph and model.use_vgae)
+    rec, recon, kl, aux = model.calculate_loss(first_batch(data[2]))
+    assert all(torch.isfinite(term) for term in (rec, recon, kl, aux))
+    (rec + recon + kl + aux).backward()
+    assert (recon.item() > 0) == (model.use_graph and model.use_vgae)
+    assert (kl.item() > 0) == (model.use_graph and model.use_vgae and model.vgae_kl_weight > 0)
     assert (aux.item() > 0) == bool(model.moe_layers())
     if extra.get("moe_num_experts") == 0:
         assert not any(isinstance(m, SparseMoE) for m in model.modules())
@@ -193,7 +207,7 @@ def test_training_fuses_the_vgae_sample_or_its_mean_and_evaluation_the_mean(over
         mean_latent = model.eval().graph_forward(with_loss=False).item_latent  # [I, H], μ
         model.train()
         first, second = (model.graph_forward(with_loss=True) for _ in range(2))
-    assert first.vgae_loss > 0  # the reconstruction still decodes the samples
+    assert first.recon_loss > 0 and first.kl_loss > 0  # the reconstruction still decodes the samples
     if latent == "mean":
         torch.testing.assert_close(first.item_latent, mean_latent)
     else:  # two steps draw two samples around μ
