@@ -301,7 +301,7 @@ def run_bench_main(argv=None):
     from pathlib import Path
 
     from recbole_hymoe.bench.report import write_report
-    from recbole_hymoe.bench.runner import EXECUTORS, run_suite
+    from recbole_hymoe.bench.runner import EXECUTORS, check_recorded_cells, run_suite
     from recbole_hymoe.bench.suite import Suite
 
     parser = argparse.ArgumentParser(
@@ -329,6 +329,7 @@ def run_bench_main(argv=None):
         if datasets:
             suite.datasets = datasets
         out = Path(args.out or Path("results") / "bench" / suite.name)
+        check_recorded_cells(suite.cells(out, overrides))
         summary = {"failed": [], "report": write_report(suite, out)}
     else:
         labels = args.models.split(",") if args.models else None

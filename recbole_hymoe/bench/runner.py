@@ -20,6 +20,43 @@ from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.utils import init_ray
 
 EXECUTORS = ("local", "ray", "inline")  # inline: in this process (tests, debugging; no per-cell memory)
+# Keys that say where a cell finds its data, not what it computes: they may differ between machines.
+LOCATION_KEYS = ("data_path",)
+
+
+def check_recorded_cells(specs):
+    """Refuse cells whose saved result was computed under other settings than the suite gives them now.
+
+    A finished cell is never run again, so after a suite entry's config files or overrides change
+    its old result would otherwise stand in the table beside cells run under the new settings.
+
+    Args:
+        specs (list[dict]): cell specs of :meth:`~recbole_hymoe.bench.suite.Suite.cells`.
+
+    Raises:
+        ConfigError: naming each such cell, what differs, and the two ways out.
+    """
+    problems = []
+    for spec in specs:
+        result_file = Path(spec["dir"]) / RESULT_FILE
+        if not result_file.is_file():
+            continue
+        recorded = json.loads(result_file.read_text(encoding="utf-8"))
+        differences = []
+        if list(recorded.get("config_files", [])) != list(spec["config_files"]):
+            differences.append(f"config_files {recorded.get('config_files')} -> {spec['config_files']}")
+        was, now = ({k: v for k, v in overrides.items() if k not in LOCATION_KEYS}
+                    for overrides in (recorded.get("overrides", {}), spec["overrides"]))
+        differences += [f"{key} {was.get(key)!r} -> {now.get(key)!r}"
+                        for key in sorted(set(was) | set(now)) if was.get(key) != now.get(key)]
+        if differences:
+            problems.append(f"{spec['label']} on {spec['dataset']}, seed {spec['seed']} ({spec['dir']}): "
+                            + "; ".join(differences))
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} recorded cell(s) were computed under other settings than the suite now gives them "
+            "(recorded -> now); delete their folders to run them again under the new settings, or restore "
+            "the suite's entries:\n  " + "\n  ".join(problems))
 
 
 def _run_local(spec):
@@ -94,6 +131,7 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
         specs = [spec for spec in specs if spec["label"] in labels]
     for spec in specs:  # a relative data_path is recorded as given and resolved from here by the cell
         spec["cwd"] = str(Path.cwd())
+    check_recorded_cells(specs)
     todo = [s for s in specs if not (Path(s["dir"]) / RESULT_FILE).is_file()]
     failed = []
     if executor == "ray" and todo:

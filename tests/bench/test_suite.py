@@ -10,6 +10,7 @@ from scipy import stats
 
 from conftest import REPO
 
+from recbole_hymoe import cli
 from recbole_hymoe.bench import runner
 from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
 from recbole_hymoe.bench.suite import Suite
@@ -119,6 +120,34 @@ def test_models_runs_only_the_named_labels_and_refuses_unknown_ones(tmp_path, mi
                             labels=["Pop"])
     assert done["ran"] == 1 and done["skipped"] == 0
     assert [p.parent.parent.name for p in (tmp_path / "out" / "cells").rglob("result.json")] == ["pop"]
+
+
+@pytest.mark.integration
+def test_a_recorded_cell_under_changed_settings_is_refused_naming_what_changed(tmp_path, mini_data_path):
+    entry = {"label": "Pop", "model": "Pop"}
+    suite = {"name": "one", "datasets": ["mini"], "seeds": [1], "protocol": "yaml/protocol/loo-full.yaml",
+             "models": [entry]}
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(suite))
+    overrides = {**TINY, "data_path": str(mini_data_path)}
+    runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides)
+    moved = tmp_path / "elsewhere"  # where the data lies may change; what the cell computed may not
+    moved.symlink_to(mini_data_path, target_is_directory=True)
+    again = runner.run_suite(str(suite_file), tmp_path / "out", executor="inline",
+                             overrides={**overrides, "data_path": str(moved)})
+    assert again["ran"] == 0 and again["skipped"] == 1
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("eval_batch_size: 512\n")
+    entry["config_files"] = [str(extra)]
+    entry["overrides"] = {"stopping_step": 3}
+    suite_file.write_text(yaml.safe_dump(suite))
+    with pytest.raises(ConfigError, match=r"(?s)1 recorded cell.*Pop on mini, seed 1 .*config_files "
+                                          r"\['yaml/protocol/loo-full.yaml'\] -> \['yaml/protocol/loo-full.yaml', "
+                                          r"'.*extra.yaml'\]; stopping_step None -> 3"):
+        runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides)
+    code = cli.run_bench_main([f"--suite={suite_file}", f"--out={tmp_path / 'out'}", "--report-only",
+                               f"--data_path={mini_data_path}"])
+    assert code == 2  # the report refuses the same way
 
 
 @pytest.mark.integration
