@@ -8,6 +8,7 @@ JSON) and, for MoE models, the per-epoch expert telemetry.
 
 import json
 import logging
+import math
 import platform
 import sys
 import time
@@ -258,7 +259,7 @@ def best_record(history, bigger=True):
 
     RecBole's ``early_stopping`` moves the best forward on ties (``>=``), so of equal scores
     (they are rounded to the metric's decimals) the last is the one whose checkpoint was saved
-    and tested.
+    and tested; a NaN score never becomes the best.
 
     Args:
         history (list[dict]): per-validation records with ``valid_score``, in training order.
@@ -267,6 +268,8 @@ def best_record(history, bigger=True):
     best = None
     for record in history:
         score = record["valid_score"]
+        if math.isnan(score):
+            continue
         if best is None or (score >= best["valid_score"] if bigger else score <= best["valid_score"]):
             best = record
     return best

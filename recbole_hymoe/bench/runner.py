@@ -17,6 +17,7 @@ from recbole_hymoe.bench.cell import RESULT_FILE
 from recbole_hymoe.bench.report import write_report
 from recbole_hymoe.bench.suite import Suite
 from recbole_hymoe.errors import ConfigError
+from recbole_hymoe.paths import portable
 from recbole_hymoe.utils import init_ray
 
 EXECUTORS = ("local", "ray", "inline")  # inline: in this process (tests, debugging; no per-cell memory)
@@ -27,8 +28,10 @@ LOCATION_KEYS = ("data_path",)
 def check_recorded_cells(specs):
     """Refuse cells whose saved result was computed under other settings than the suite gives them now.
 
-    A finished cell is never run again, so after a suite entry's config files or overrides change
-    its old result would otherwise stand in the table beside cells run under the new settings.
+    A finished cell is never run again, so after a suite entry's model, config files or overrides
+    change its old result would otherwise stand in the table beside cells run under the new
+    settings. (Edits inside a config file are not seen: a suite names its settings files, so
+    changing one is changing every cell that reads it.)
 
     Args:
         specs (list[dict]): cell specs of :meth:`~recbole_hymoe.bench.suite.Suite.cells`.
@@ -43,8 +46,11 @@ def check_recorded_cells(specs):
             continue
         recorded = json.loads(result_file.read_text(encoding="utf-8"))
         differences = []
-        if list(recorded.get("config_files", [])) != list(spec["config_files"]):
-            differences.append(f"config_files {recorded.get('config_files')} -> {spec['config_files']}")
+        if recorded.get("model") != spec["model"]:
+            differences.append(f"model {recorded.get('model')!r} -> {spec['model']!r}")
+        files = [portable(path) for path in spec["config_files"]]  # as the cell recorded them
+        if list(recorded.get("config_files", [])) != files:
+            differences.append(f"config_files {recorded.get('config_files')} -> {files}")
         was, now = ({k: v for k, v in overrides.items() if k not in LOCATION_KEYS}
                     for overrides in (recorded.get("overrides", {}), spec["overrides"]))
         differences += [f"{key} {was.get(key)!r} -> {now.get(key)!r}"
@@ -127,11 +133,11 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
     suite.check(overrides)  # every problem, before anything runs
     out_dir = Path(out_dir or Path("results") / "bench" / suite.name)
     specs = suite.cells(out_dir, overrides)
+    check_recorded_cells(specs)  # all of them: the report tables every cell
     if labels:
         specs = [spec for spec in specs if spec["label"] in labels]
     for spec in specs:  # a relative data_path is recorded as given and resolved from here by the cell
         spec["cwd"] = str(Path.cwd())
-    check_recorded_cells(specs)
     todo = [s for s in specs if not (Path(s["dir"]) / RESULT_FILE).is_file()]
     failed = []
     if executor == "ray" and todo:

@@ -101,9 +101,11 @@ class _TransposedBackwardMM(torch.autograd.Function):
 def spmm(adj, x, adj_t=None):
     """``adj @ x`` (sparse [N, N] times dense [N, H], differentiable in ``x``) computed in the
     adjacency's dtype, returned in ``x``'s dtype; ``adj_t`` ([N, N], ``adjᵀ``) speeds up the
-    backward."""
-    dense = x.to(adj.dtype)
-    out = torch.sparse.mm(adj, dense) if adj_t is None else _TransposedBackwardMM.apply(adj, adj_t, dense)
+    backward. Autocast is off inside: CPU sparse products have no bfloat16 kernel, and the graph's
+    sums stay in the adjacency's dtype under ``precision: bf16`` too."""
+    with torch.autocast(x.device.type, enabled=False):
+        dense = x.to(adj.dtype)
+        out = torch.sparse.mm(adj, dense) if adj_t is None else _TransposedBackwardMM.apply(adj, adj_t, dense)
     return out.to(x.dtype)
 
 

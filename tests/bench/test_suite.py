@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -148,6 +149,10 @@ def test_a_recorded_cell_under_changed_settings_is_refused_naming_what_changed(t
     code = cli.run_bench_main([f"--suite={suite_file}", f"--out={tmp_path / 'out'}", "--report-only",
                                f"--data_path={mini_data_path}"])
     assert code == 2  # the report refuses the same way
+    shutil.rmtree(tmp_path / "out" / "cells" / "mini" / "pop")  # run again under the new settings
+    assert runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides)["ran"] == 1
+    again = runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides)
+    assert again["skipped"] == 1  # a settings file outside the working directory is recorded by name, and matches
 
 
 @pytest.mark.integration

@@ -17,6 +17,7 @@ def test_best_record_is_the_checkpoint_recbole_kept_on_ties():
     assert best_record(history)["epoch"] == 3  # RecBole's early stopping: a tie moves the best forward
     assert best_record(history, bigger=False)["epoch"] == 0
     assert best_record([]) is None
+    assert best_record([{"epoch": 0, "valid_score": float("nan")}, {"epoch": 1, "valid_score": 0.01}])["epoch"] == 1
 
 
 @pytest.mark.parametrize(
