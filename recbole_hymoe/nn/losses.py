@@ -86,60 +86,63 @@ def _scaled_logits(user, items, temperature):
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean softmax cross-entropy of ``user @ itemsᵀ / τ`` computed ``chunk_rows`` rows at a time.
+    """Mean softmax cross-entropy of ``user @ itemsᵀ / τ`` computed ``chunk_rows`` rows at a time,
+    its gradients formed in the same pass.
 
-    Forward keeps only the inputs and the per-row log-sum-exp [N]; backward recomputes each
-    chunk's softmax p and sends ``G = (p - onehot(y)) · g / (N τ)`` [C, |I|] through both matmuls.
-    The products run in the forward's compute dtype (autocast's when it is on; backward runs
-    outside RecBole's autocast block, so the dtype is saved, as ``torch.amp.custom_bwd`` would):
-    ``user`` and ``items`` are cast to it once per pass rather than by autocast at every chunk,
-    and G is cast to it once per chunk for both products. ∂items sums its chunks in float32.
+    The loss is the graph's last node before a sum, so its gradient is known up to the scalar g
+    that backward brings: forward scores each chunk once, takes its softmax p with one
+    exponential per logit (its log-sum-exp from the same sums), and sends
+    ``G = p - onehot(y)`` [C, |I|] through both products at once, so ``∂u = G e`` [N, H] and
+    ``∂e = Σ_chunks Gᵀ u`` [|I|, H] are ready when backward only scales them by ``g / (N τ)``.
+    Against recomputing the logits in backward this spares one of four [C, H] × [H, |I|]
+    products and one of two exponential passes per chunk (Liger-Kernel's fused linear
+    cross-entropy idea, written here for CPU chunks that stay in cache). The products run in the
+    compute dtype (autocast's when it is on): ``user`` and ``items`` are cast to it once, G once
+    per chunk; softmax sums and ∂e accumulate in float32 at least.
     """
 
     @staticmethod
-    def forward(ctx, user, items, targets, temperature, chunk_rows):
+    def forward(ctx, user, items, targets, temperature, chunk_rows, need_user, need_items):
         compute = _compute_dtype(user, items)
         accumulate = torch.promote_types(compute, torch.float32)
-        log_sum_exp = torch.empty(user.size(0), dtype=accumulate, device=user.device)  # [N]
-        target_logit = torch.empty_like(log_sum_exp)  # [N]
+        grad_user = torch.empty(user.shape, dtype=accumulate, device=user.device) if need_user else None  # [N, H]
+        grad_items = torch.zeros(items.shape, dtype=accumulate, device=items.device) if need_items else None
+        total = torch.zeros((), dtype=accumulate, device=user.device)
         user_c, items_c = user.to(compute), items.to(compute)  # no-ops unless autocast is on
         with torch.autocast(user.device.type, enabled=False):
             for start in range(0, user.size(0), chunk_rows):
                 rows = slice(start, start + chunk_rows)
-                logits = _scaled_logits(user_c[rows], items_c, temperature)  # [C, |I|]
-                log_sum_exp[rows] = torch.logsumexp(logits, dim=1)
-                target_logit[rows] = logits.gather(1, targets[rows].unsqueeze(1)).squeeze(1)  # [C, 1] -> [C]
-        ctx.save_for_backward(user, items, targets, log_sum_exp)
-        ctx.temperature, ctx.chunk_rows, ctx.compute = temperature, chunk_rows, compute
-        return (log_sum_exp - target_logit).mean()
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss):
-        user, items, targets, log_sum_exp = ctx.saved_tensors
-        need_user, need_items = ctx.needs_input_grad[:2]
-        grad_user = torch.empty_like(user) if need_user else None  # [N, H]
-        # summed over chunks in the accumulation dtype, cast to the items' dtype once at the end
-        grad_items = torch.zeros(items.shape, dtype=log_sum_exp.dtype, device=items.device) if need_items else None
-        scale = grad_loss / (user.size(0) * ctx.temperature)
-        user_c, items_c = user.to(ctx.compute), items.to(ctx.compute)
-        with torch.autocast(user.device.type, enabled=False):
-            for start in range(0, user.size(0), ctx.chunk_rows):
-                rows = slice(start, start + ctx.chunk_rows)
-                chunk = user_c[rows]  # [C, H]
-                # softmax from the saved log-sum-exp, in place: one [C, |I|] buffer per chunk
-                grad_logits = _scaled_logits(chunk, items_c, ctx.temperature)
-                grad_logits.sub_(log_sum_exp[rows].unsqueeze(1)).exp_()
-                grad_logits[torch.arange(chunk.size(0), device=chunk.device), targets[rows]] -= 1
-                grad_logits.mul_(scale)
-                grad_logits = grad_logits.to(ctx.compute)  # a no-op in float32 and float64
+                chunk, target = user_c[rows], targets[rows]  # [C, H], [C]
+                logits = _scaled_logits(chunk, items_c, temperature)  # [C, |I|]
+                target_logit = logits.gather(1, target.unsqueeze(1)).squeeze(1)  # [C]
+                peak = logits.amax(dim=1, keepdim=True)  # [C, 1]
+                probs = logits.sub_(peak).exp_()  # in place: the chunk's one [C, |I|] buffer
+                norm = probs.sum(dim=1, keepdim=True)  # [C, 1]
+                total += (peak.squeeze(1) + norm.log().squeeze(1) - target_logit).sum()
+                if not (need_user or need_items):
+                    continue
+                grad_logits = probs.div_(norm)
+                grad_logits[torch.arange(chunk.size(0), device=chunk.device), target] -= 1
+                grad_logits = grad_logits.to(compute)  # a no-op in float32 and float64
                 if need_user:
                     grad_user[rows] = grad_logits @ items_c  # [C, |I|] @ [|I|, H] -> [C, H]
                 if need_items and grad_logits.dtype == grad_items.dtype:
                     grad_items.addmm_(grad_logits.t(), chunk)  # [|I|, C] @ [C, H]
                 elif need_items:
                     grad_items += grad_logits.t() @ chunk  # the product in the compute dtype, summed in float32
-        return grad_user, None if grad_items is None else grad_items.to(items.dtype), None, None, None
+        ctx.save_for_backward(grad_user, grad_items)
+        ctx.scale = 1.0 / (user.size(0) * temperature)
+        ctx.dtypes = (user.dtype, items.dtype)
+        return (total / user.size(0)).to(torch.promote_types(user.dtype, items.dtype))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        grad_user, grad_items = ctx.saved_tensors
+        scale = grad_loss * ctx.scale
+        return (None if grad_user is None else (grad_user * scale).to(ctx.dtypes[0]),
+                None if grad_items is None else (grad_items * scale).to(ctx.dtypes[1]),
+                None, None, None, None, None)
 
 
 def chunked_cross_entropy(user, items, targets, temperature=1.0, chunk_rows=None):
@@ -150,10 +153,10 @@ def chunked_cross_entropy(user, items, targets, temperature=1.0, chunk_rows=None
     [N, |I|] log-softmax for backward and allocates its gradient too: with N ≈ 25,600 positions
     and |I| = 3,707 on ML-1M these take 0.76 GB, and the softmax passes over them are bound by
     memory bandwidth, not arithmetic. Here each chunk of rows is scored, reduced to its
-    log-sum-exp [C] and dropped; backward recomputes the chunk's logits (one matmul more) and
-    forms ``G = ∂loss/∂logits = (softmax - onehot(y)) · g / (N τ)`` chunk by chunk, giving
-    ``∂u = G e`` and ``∂e = Σ_chunks Gᵀ u``. A batch that fits in one chunk takes the plain form:
-    its logits are small, and keeping them spares the recomputation.
+    log-sum-exp [C] and, when a gradient will be asked for, turned at once into
+    ``G = ∂loss/∂logits = (softmax - onehot(y)) / (N τ)``, giving ``∂u = G e`` and
+    ``∂e = Σ_chunks Gᵀ u`` before the chunk is dropped (:class:`_ChunkedCrossEntropy`). A batch
+    that fits in one chunk takes the plain form: its logits are small.
 
     Args:
         user (FloatTensor): [N, H] user states.
@@ -171,7 +174,9 @@ def chunked_cross_entropy(user, items, targets, temperature=1.0, chunk_rows=None
     if user.size(0) <= chunk_rows:
         logits = user @ items.t()  # [N, |I|]
         return F.cross_entropy(logits if temperature == 1.0 else logits / temperature, targets)
-    return _ChunkedCrossEntropy.apply(user, items, targets, temperature, chunk_rows)
+    grad = torch.is_grad_enabled()
+    return _ChunkedCrossEntropy.apply(user, items, targets, temperature, chunk_rows,
+                                      grad and user.requires_grad, grad and items.requires_grad)
 
 
 def bpr_loss(pos_score, neg_score):

@@ -73,15 +73,31 @@ def saved_bytes(loss_fn):
     return total
 
 
-def test_chunked_cross_entropy_saves_inputs_and_a_row_statistic_not_the_logits():
+def test_chunked_cross_entropy_saves_the_input_gradients_not_the_logits():
     num_rows, num_items, hidden = 4096, 1000, 8
     user = torch.randn(num_rows, hidden, requires_grad=True)
     items = torch.randn(num_items, hidden, requires_grad=True)
     targets = torch.randint(0, num_items, (num_rows,))
     chunked = saved_bytes(lambda: chunked_cross_entropy(user, items, targets, 0.5, chunk_rows=256))
-    # user [N, H] and items [|I|, H] float32, targets [N] int64, log-sum-exp [N] float32
-    assert chunked == 4 * num_rows * hidden + 4 * num_items * hidden + 8 * num_rows + 4 * num_rows
+    # ∂user [N, H] and ∂items [|I|, H] in float32, formed in the forward pass
+    assert chunked == 4 * num_rows * hidden + 4 * num_items * hidden
+    frozen_items = items.detach()  # only what a gradient is asked for is formed
+    assert saved_bytes(lambda: chunked_cross_entropy(user, frozen_items, targets, 0.5, chunk_rows=256)) == 4 * num_rows * hidden
     assert saved_bytes(lambda: plain_cross_entropy(user, items, targets, 0.5)) >= 4 * num_rows * num_items
+
+
+def test_chunked_cross_entropy_without_gradients_only_scores(monkeypatch):
+    user, items, targets = torch.randn(37, 6, requires_grad=True), torch.randn(50, 6), torch.randint(0, 50, (37,))
+    expected = plain_cross_entropy(user, items, targets, 0.5)
+    products, matmul = [], torch.Tensor.__matmul__
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: products.append(1) or matmul(a, b))
+    with torch.no_grad():
+        loss = chunked_cross_entropy(user, items, targets, 0.5, chunk_rows=8)
+    assert loss.grad_fn is None and len(products) == 5  # the logits of 5 chunks of 8 rows, no gradient product
+    torch.testing.assert_close(loss, expected)
+    products.clear()
+    chunked_cross_entropy(user, items, targets, 0.5, chunk_rows=8)
+    assert len(products) == 10  # and ∂user per chunk when it is asked for
 
 
 def test_default_chunk_holds_at_most_chunk_elements_logits(monkeypatch):
@@ -94,8 +110,8 @@ def test_default_chunk_holds_at_most_chunk_elements_logits(monkeypatch):
 
 
 def test_chunked_cross_entropy_under_autocast_matches_the_plain_one():
-    # Backward must recompute the logits under the forward's autocast: in float32 instead, the
-    # softmax disagrees with the bfloat16 log-sum-exp and the gradients drift by ~5% of their scale.
+    # The softmax and its log-sum-exp come from the same autocast (bfloat16) logits; were the
+    # gradient's softmax taken from float32 logits instead, it would drift by ~5% of its scale.
     user, items = torch.randn(37, 16), torch.randn(50, 16)
     targets = torch.randint(0, 50, (37,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
