@@ -15,10 +15,11 @@ from recbole_hymoe.data import ALL_POSITIONS_BUILTINS
 from recbole_hymoe.models.base import length_groups
 
 COLLAPSE_SHARE = 0.8
-# RecBole models whose full_sort_predict reads only the right-padded item sequence, causally, and
-# its length: a batch trimmed to its longest history scores as the whole batch (tested). Not
-# BERT4Rec, which writes its mask token after the last item and needs that slot.
-LENGTH_GROUPED_BUILTINS = ("SASRec", "GRU4Rec", "NARM")
+# RecBole models whose full_sort_predict reads only the right-padded item sequence and its length,
+# with padding masked out of every real position's output: a batch trimmed to its longest history
+# scores as the whole batch (tested). Value: the slots after the last item the model writes into
+# (BERT4Rec's reconstruct_test_data puts its mask token there), kept within L.
+LENGTH_GROUPED_BUILTINS = {"SASRec": 0, "GRU4Rec": 0, "NARM": 0, "BERT4Rec": 1}
 # precision -> the dtype a training batch's forward pass is autocast to (None: float32 throughout)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -57,8 +58,8 @@ class MoETrainer(Trainer):
     regime: their batch loss is then :func:`recbole_hymoe.baselines.all_positions_loss` instead of
     the model's own ``calculate_loss`` (``batch_loss``), and trains any sequential model in
     bfloat16 (``precision: bf16``, :func:`in_precision`; evaluation stays float32, so rankings
-    are scored at full precision), and evaluates RecBole's SASRec, GRU4Rec and NARM in groups of
-    similar history length (:meth:`_full_sort_batch_eval`); everything else is RecBole's loop. After
+    are scored at full precision), and evaluates RecBole's SASRec, GRU4Rec, NARM and BERT4Rec in
+    groups of similar history length (:meth:`_full_sort_batch_eval`); everything else is RecBole's loop. After
     each training epoch the C heap's free memory goes back to the OS
     (:func:`~recbole_hymoe.allocator.release_free_memory`).
     """
@@ -69,7 +70,7 @@ class MoETrainer(Trainer):
         builtin_all_positions = config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"])
         loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
         self.batch_loss = in_precision(loss, self.device, config["precision"])
-        self.length_grouped_eval = config["model"] in LENGTH_GROUPED_BUILTINS
+        self.length_grouped_slots = LENGTH_GROUPED_BUILTINS.get(config["model"])  # None: RecBole's loop
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         has_moe = hasattr(self.model, "moe_layers") and self.model.moe_layers()
@@ -86,7 +87,7 @@ class MoETrainer(Trainer):
         own ``full_sort_predict`` runs on groups of rows trimmed to their longest history
         (:func:`~recbole_hymoe.models.base.length_groups`), as the plugin models score: RecBole's
         SASRec otherwise runs every row at the full width L (Beauty: 9 items on average of 50)."""
-        if not self.length_grouped_eval:
+        if self.length_grouped_slots is None:
             return super()._full_sort_batch_eval(batched_data)
         interaction, history_index, positive_u, positive_i = batched_data
         interaction = interaction.to(self.device)
@@ -94,6 +95,7 @@ class MoETrainer(Trainer):
         scores = None
         for rows, width in length_groups(lengths):
             part = interaction[rows]
+            width = min(width + self.length_grouped_slots, item_seq.size(1))
             part[self.model.ITEM_SEQ] = item_seq[rows, :width]  # [b, width]: only padding dropped
             group_scores = self.model.full_sort_predict(part)  # [b, n_items]
             if scores is None:

@@ -219,6 +219,7 @@ def test_length_grouped_evaluation_scores_as_recbole_whole_batch(name, mini_data
     monkeypatch.setattr(base, "EVAL_GROUP_ROWS", 7)
     batch = next(iter(valid_data))
     assert len(set(batch[0][model.ITEM_SEQ_LEN].tolist())) > 10
+    assert min(width for _, width in base.length_groups(batch[0][model.ITEM_SEQ_LEN])) + 1 < 200  # some are trimmed
     trainer.tot_item_num = valid_data._dataset.item_num  # set by Trainer.evaluate
     with torch.no_grad():
         ours = trainer._full_sort_batch_eval(batch)[1]  # [B, n_items]
