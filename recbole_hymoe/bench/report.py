@@ -22,7 +22,7 @@ from recbole.utils import ModelType, get_model
 
 from recbole_hymoe import registry
 from recbole_hymoe.bench.cell import PER_USER_FILE, RESULT_FILE
-from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
+from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain, welch_t
 from recbole_hymoe.paths import portable
 from recbole_hymoe.utils import write_atomic
 
@@ -82,6 +82,25 @@ def _versus(row, other):
     return relative_gain(row[KEY_METRIC][0], other[KEY_METRIC][0]), (paired_wilcoxon(a, b) if len(a) else None)
 
 
+def _significance(row, other):
+    """The comparison of ``row`` with ``other`` seed by seed and run by run (None without ``other``).
+
+    Returns:
+        dict: ``against`` (label), ``per_seed`` {seed: paired per-user Wilcoxon p of that seed's
+        two runs} and ``runs_p``, Welch's t over the runs' mean per-user NDCG@10 (see
+        :func:`~recbole_hymoe.bench.stats.welch_t`).
+    """
+    if other is None or other is row:
+        return None
+    per_seed = {}
+    for cell in row["cells"]:
+        a, b = _paired([cell], other["cells"])
+        if len(a):
+            per_seed[cell["seed"]] = paired_wilcoxon(a, b)
+    run_means = [[float(np.mean(c["per_user"][KEY_METRIC])) for c in r["cells"]] for r in (row, other)]
+    return {"against": other["label"], "per_seed": per_seed, "runs_p": welch_t(*run_means)}
+
+
 def summarise(suite, cells):
     """Per dataset and model: metric means/stds, gain over the reference, p-value vs the best baseline."""
     summary = {}
@@ -113,6 +132,10 @@ def summarise(suite, cells):
             row["gain_vs_reference"], row["p_vs_reference"] = _versus(row, reference)
             row["gain_vs_host"], row["p_vs_host"] = _versus(row, rows.get(row["host"]))
             row["p_vs_best_baseline"] = _versus(row, best_baseline)[1]
+            host = rows.get(row["host"])
+            row["significance"] = [sig for sig in (_significance(row, reference),
+                                                   _significance(row, host) if host is not reference else None)
+                                   if sig is not None]
         summary[dataset] = {"rows": rows, "best_baseline": best_baseline["label"] if best_baseline else None,
                             "reference": suite.reference}
     return summary
@@ -156,8 +179,27 @@ def markdown(suite, summary):
                 f"{row['published'] or '–'} | {_fmt(row['epochs'], 1)} | {_fmt(row['best_epoch'], 1)} | "
                 f"{converged_text} | {_fmt(row['train_s_per_epoch'], 1)} | {_fmt(row['train_s'], 0)} | "
                 f"{_fmt(row['test_eval_s'], 2)} | {row['n_params']:,} | {row['peak_rss_gb']:.2f} |")
-        lines.append("")
+        lines += ["", *significance_table(block["rows"]), ""]
     return "\n".join(lines)
+
+
+def significance_table(rows):
+    """Markdown lines: every comparison of the main table, also seed by seed and run by run."""
+    lines = ["Each comparison seed by seed (paired per-user Wilcoxon of the two runs of a seed) and run by "
+             "run (Welch's t over the runs' test NDCG@10): the pooled test above treats the users of "
+             "different runs as independent and leaves out run-to-run variance (initial weights, dropout, "
+             "data order), so a claim that one model beats another needs the run-level test too.", "",
+             "| model | against | gain | pooled p | p per seed | p over runs |", "|---|---|---|---|---|---|"]
+    for row in rows.values():
+        for sig in row.get("significance", []):
+            other = rows[sig["against"]]
+            gain = relative_gain(row[KEY_METRIC][0], other[KEY_METRIC][0])
+            pooled = _versus(row, other)[1]
+            per_seed = ", ".join(f"{seed}: {p:.2g}" for seed, p in sig["per_seed"].items()) or "–"
+            runs = "–" if math.isnan(sig["runs_p"]) else f"{sig['runs_p']:.2g}"
+            lines.append(f"| {row['label']} | {sig['against']} | {gain:+.1%} | "
+                         f"{'–' if pooled is None else f'{pooled:.2g}'} | {per_seed} | {runs} |")
+    return lines
 
 
 def continued_note(cells):

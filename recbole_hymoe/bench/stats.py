@@ -1,4 +1,5 @@
-"""Statistics of a side-by-side comparison: mean ± std over seeds, relative gain, paired Wilcoxon."""
+"""Statistics of a side-by-side comparison: mean ± std over seeds, relative gain, paired Wilcoxon,
+Welch's t over runs."""
 
 import math
 
@@ -36,3 +37,21 @@ def paired_wilcoxon(a, b):
     if not np.any(a != b):
         return 1.0
     return float(stats.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def welch_t(a, b):
+    """Two-sided Welch t-test of two groups of run-level values (e.g. each seed's test NDCG@10).
+
+    The run-level companion of :func:`paired_wilcoxon`: pooling users of several runs into one
+    paired test treats them as independent and leaves out the run-to-run variance (initial
+    weights, dropout masks, data order), so a difference that is only a run-level draw can still
+    come out "significant" there.
+
+    Returns:
+        float: the p-value; NaN with fewer than two values in a group or no variance at all.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.size < 2 or b.size < 2 or (a.std() == 0 and b.std() == 0):
+        return math.nan
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)

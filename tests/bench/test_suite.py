@@ -13,7 +13,7 @@ from conftest import REPO
 
 from recbole_hymoe import cli
 from recbole_hymoe.bench import runner
-from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain
+from recbole_hymoe.bench.stats import mean_std, paired_wilcoxon, relative_gain, welch_t
 from recbole_hymoe.bench.suite import Suite
 from recbole_hymoe.errors import ConfigError
 
@@ -26,6 +26,12 @@ def test_mean_std_and_relative_gain_on_hand_numbers():
     assert mean_std([0.5]) == (0.5, 0.0)
     assert relative_gain(0.19, 0.18) == pytest.approx(1 / 18)
     assert math.isnan(relative_gain(0.1, 0.0))
+
+
+def test_welch_t_matches_scipy_and_needs_two_runs_a_side():
+    a, b = [0.0568, 0.0566, 0.0570], [0.0556, 0.0562, 0.0555]
+    assert welch_t(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert math.isnan(welch_t([0.05], b)) and math.isnan(welch_t([0.05, 0.05], [0.04, 0.04]))
 
 
 def test_paired_wilcoxon_matches_scipy_on_a_hand_example():
@@ -203,6 +209,32 @@ def test_report_flags_capped_cells_and_compares_with_the_host():
     assert gain == pytest.approx((0.55 - 0.4166667) / 0.4166667)
     assert p_value == pytest.approx(stats.wilcoxon([0.1, 0.1, 0.1, 0.2, 0.1, 0.2]).pvalue)
     assert _versus(ours, None) == (pytest.approx(float("nan"), nan_ok=True), None)
+
+
+def test_report_compares_seed_by_seed_and_run_by_run():
+    from recbole_hymoe.bench.report import _significance, _versus, significance_table
+
+    def model(label, runs):
+        cells = [{"seed": seed, "per_user": {"user": np.arange(len(v)), "ndcg@10": np.asarray(v)}}
+                 for seed, v in runs.items()]
+        return {"label": label, "cells": cells, "ndcg@10": (float(np.mean([np.mean(v) for v in runs.values()])), 0.0)}
+
+    ours = model("A", {1: [0.5, 0.6, 0.2, 0.9, 0.3, 0.8], 2: [0.4, 0.7, 0.3, 0.8, 0.2, 0.7]})
+    host = model("B", {1: [0.4, 0.5, 0.1, 0.7, 0.2, 0.6], 2: [0.5, 0.6, 0.2, 0.6, 0.1, 0.7]})
+    sig = _significance(ours, host)
+    assert sig["against"] == "B"
+    for i, seed in enumerate((1, 2)):
+        expected = stats.wilcoxon(ours["cells"][i]["per_user"]["ndcg@10"], host["cells"][i]["per_user"]["ndcg@10"])
+        assert sig["per_seed"][seed] == pytest.approx(expected.pvalue)
+    runs = stats.ttest_ind([np.mean(c["per_user"]["ndcg@10"]) for c in ours["cells"]],
+                           [np.mean(c["per_user"]["ndcg@10"]) for c in host["cells"]], equal_var=False)
+    assert sig["runs_p"] == pytest.approx(runs.pvalue)
+    assert _significance(ours, None) is None and _significance(ours, ours) is None
+    ours["significance"] = [sig]
+    lines = significance_table({"A": ours, "B": host})
+    assert lines[-1] == (f"| A | B | +{(ours['ndcg@10'][0] / host['ndcg@10'][0] - 1):.1%} | "
+                         f"{_versus(ours, host)[1]:.2g} | 1: {sig['per_seed'][1]:.2g}, 2: {sig['per_seed'][2]:.2g} | "
+                         f"{runs.pvalue:.2g} |")
     with pytest.raises(ConfigError, match="HyMoERec: host 'Nobody' is not one of the model labels"):
         Suite({"name": "n", "datasets": ["mini"], "seeds": [1],
                "models": [{"model": "HyMoERec", "host": "Nobody"}, {"model": "SASRec", "colour": 1}]})
