@@ -34,7 +34,7 @@ from recbole_hymoe.paths import find_file
 from recbole_hymoe.utils import slug
 
 ROLES = ("ours", "baseline")
-ENTRY_KEYS = {"label", "model", "role", "overrides", "config_files", "host", "published"}
+ENTRY_KEYS = {"label", "model", "role", "overrides", "config_files", "host", "published", "seeds"}
 SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
               "reference", "tuning_budget", "models"}
 
@@ -78,10 +78,12 @@ class Suite:
             if misplaced:  # e.g. a brace closed one key too late
                 problems.append(f"models[{i}].overrides holds {sorted(misplaced)}, which belong to the model entry "
                                 "itself, beside 'overrides'")
+            # an entry may run more seeds than the suite (e.g. the models a claim rests on)
+            seeds = list(entry["seeds"]) if entry.get("seeds") else None
             self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
                                 "role": role, "overrides": dict(entry.get("overrides") or {}),
                                 "config_files": files, "host": entry.get("host"),
-                                "published": entry.get("published")})
+                                "published": entry.get("published"), "seeds": seeds})
         labels = [m["label"] for m in self.models]
         if len(labels) != len(set(labels)):
             problems.append("model labels must be unique")
@@ -90,8 +92,9 @@ class Suite:
         self.reference = data.get("reference", labels[0] if labels else None)
         if labels and self.reference not in labels:
             problems.append(f"reference {self.reference!r} is not one of the model labels {labels}")
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
-            problems.append(f"seeds must be integers, got {self.seeds}")
+        for owner, seeds in [("seeds", self.seeds), *((f"{m['label']}: seeds", m["seeds"]) for m in self.models)]:
+            if seeds is not None and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+                problems.append(f"{owner} must be integers, got {seeds}")
         if problems:
             raise ConfigError(f"{source}: " + "; ".join(problems))
 
@@ -117,6 +120,10 @@ class Suite:
         return {"train_regime": self.regime_of(entry), **self.overrides, **self.dataset_overrides.get(dataset, {}),
                 **entry["overrides"], **(extra or {})}
 
+    def seeds_of(self, entry):
+        """The seeds of one model entry: its own ``seeds`` when it names them, else the suite's."""
+        return entry["seeds"] or self.seeds
+
     def config_files(self, entry):
         """The protocol, then the entry's own config files (e.g. a dataset's shared host settings)."""
         return ([self.protocol] if self.protocol else []) + entry["config_files"]
@@ -126,7 +133,7 @@ class Suite:
         specs = []
         for dataset in self.datasets:
             for entry in self.models:
-                for seed in self.seeds:
+                for seed in self.seeds_of(entry):
                     specs.append({
                         "label": entry["label"], "model": entry["model"], "role": entry["role"],
                         "dataset": dataset, "seed": seed,

@@ -61,6 +61,15 @@ def test_suite_problems_are_all_listed_before_anything_runs(tmp_path, mini_data_
                "models": [{"model": "FuXiAlpha", "overrides": {"use_time_channel": False, "published": "0.18"}}]})
     with pytest.raises(ConfigError, match="missing 'seeds'.*reference 'x' is not one of"):
         Suite({"name": "n", "datasets": ["mini"], "models": [{"model": "SASRec"}], "reference": "x"})
+    with pytest.raises(ConfigError, match=r"SASRec: seeds must be integers, got \['a'\]"):
+        Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "SASRec", "seeds": ["a"]}]})
+
+
+def test_an_entry_may_run_more_seeds_than_the_suite(tmp_path):
+    suite = Suite({"name": "n", "datasets": ["mini"], "seeds": [1, 2],
+                   "models": [{"model": "SASRec", "seeds": [1, 2, 3, 4]}, {"model": "GRU4Rec"}]})
+    cells = [(c["label"], c["seed"]) for c in suite.cells(tmp_path)]
+    assert cells == [("SASRec", 1), ("SASRec", 2), ("SASRec", 3), ("SASRec", 4), ("GRU4Rec", 1), ("GRU4Rec", 2)]
 
 
 @pytest.mark.integration
