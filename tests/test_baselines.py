@@ -91,10 +91,15 @@ def test_narm_chunked_causal_attention_equals_one_chunk(windows, monkeypatch):
     _, train_data, model = built("NARM", windows)
     model.train()  # dropout off below, but the checkpointed path runs under grad
     model.emb_dropout.p = model.ct_dropout.p = 0.0
-    item_seq = first_batch(train_data)[model.ITEM_SEQ]
-    whole = baselines.narm_states(model, item_seq)
+    item_seq = first_batch(train_data)[model.ITEM_SEQ].clone()
+    lengths = 1 + torch.arange(len(item_seq)) % item_seq.size(1)  # windows of every length, right-padded
+    item_seq[torch.arange(item_seq.size(1)) >= lengths.unsqueeze(1)] = 0
+    real = item_seq != 0  # [B, L]: the positions a loss reads
+    monkeypatch.setattr(baselines, "NARM_QUERY_CHUNK", 10**6)
+    whole = baselines.narm_states(model, item_seq)[real]  # one chunk, every row
     monkeypatch.setattr(baselines, "NARM_CHUNK_ELEMENTS", item_seq.size(0) * item_seq.size(1) * 3 * 128)
-    chunked = baselines.narm_states(model, item_seq)
+    chunked = baselines.narm_states(model, item_seq)[real]  # 3 query positions per chunk, rows shed, recomputed
+    assert len(set(real.sum(1).tolist())) > 3  # rows of many lengths
     torch.testing.assert_close(whole, chunked)
     weights = list(model.parameters())
     grads_whole = torch.autograd.grad(whole.square().sum(), weights, allow_unused=True)
