@@ -86,19 +86,21 @@ def _significance(row, other):
     """The comparison of ``row`` with ``other`` seed by seed and run by run (None without ``other``).
 
     Returns:
-        dict: ``against`` (label), ``per_seed`` {seed: paired per-user Wilcoxon p of that seed's
-        two runs} and ``runs_p``, Welch's t over the runs' mean per-user NDCG@10 (see
-        :func:`~recbole_hymoe.bench.stats.welch_t`).
+        dict: ``against`` (label), ``gain`` and ``pooled_p`` (:func:`_versus`), ``per_seed``
+        {seed: paired per-user Wilcoxon p of that seed's two runs} and ``runs_p``, Welch's t over
+        the runs' mean per-user NDCG@10 (see :func:`~recbole_hymoe.bench.stats.welch_t`).
     """
     if other is None or other is row:
         return None
+    gain, pooled_p = _versus(row, other)
     per_seed = {}
     for cell in row["cells"]:
         a, b = _paired([cell], other["cells"])
         if len(a):
             per_seed[cell["seed"]] = paired_wilcoxon(a, b)
     run_means = [[float(np.mean(c["per_user"][KEY_METRIC])) for c in r["cells"]] for r in (row, other)]
-    return {"against": other["label"], "per_seed": per_seed, "runs_p": welch_t(*run_means)}
+    return {"against": other["label"], "gain": gain, "pooled_p": pooled_p, "per_seed": per_seed,
+            "runs_p": welch_t(*run_means)}
 
 
 def summarise(suite, cells):
@@ -129,12 +131,13 @@ def summarise(suite, cells):
         best_baseline = max(baselines, key=lambda r: r[KEY_METRIC][0], default=None)
         reference = rows.get(suite.reference)
         for row in rows.values():
-            row["gain_vs_reference"], row["p_vs_reference"] = _versus(row, reference)
-            row["gain_vs_host"], row["p_vs_host"] = _versus(row, rows.get(row["host"]))
-            row["p_vs_best_baseline"] = _versus(row, best_baseline)[1]
             host = rows.get(row["host"])
-            row["significance"] = [sig for sig in (_significance(row, reference),
-                                                   _significance(row, host) if host is not reference else None)
+            vs_reference = _significance(row, reference)
+            vs_host = vs_reference if host is reference else _significance(row, host)
+            for name, sig in (("reference", vs_reference), ("host", vs_host)):
+                row[f"gain_vs_{name}"], row[f"p_vs_{name}"] = (sig["gain"], sig["pooled_p"]) if sig else (math.nan, None)
+            row["p_vs_best_baseline"] = _versus(row, best_baseline)[1]
+            row["significance"] = [sig for sig in (vs_reference, vs_host if host is not reference else None)
                                    if sig is not None]
         summary[dataset] = {"rows": rows, "best_baseline": best_baseline["label"] if best_baseline else None,
                             "reference": suite.reference}
@@ -192,12 +195,10 @@ def significance_table(rows):
              "| model | against | gain | pooled p | p per seed | p over runs |", "|---|---|---|---|---|---|"]
     for row in rows.values():
         for sig in row.get("significance", []):
-            other = rows[sig["against"]]
-            gain = relative_gain(row[KEY_METRIC][0], other[KEY_METRIC][0])
-            pooled = _versus(row, other)[1]
+            pooled = sig["pooled_p"]
             per_seed = ", ".join(f"{seed}: {p:.2g}" for seed, p in sig["per_seed"].items()) or "–"
             runs = "–" if math.isnan(sig["runs_p"]) else f"{sig['runs_p']:.2g}"
-            lines.append(f"| {row['label']} | {sig['against']} | {gain:+.1%} | "
+            lines.append(f"| {row['label']} | {sig['against']} | {sig['gain']:+.1%} | "
                          f"{'–' if pooled is None else f'{pooled:.2g}'} | {per_seed} | {runs} |")
     return lines
 
