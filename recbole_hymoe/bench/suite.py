@@ -129,19 +129,25 @@ class Suite:
         return ([self.protocol] if self.protocol else []) + entry["config_files"]
 
     def cells(self, out_dir, extra=None):
-        """Every cell spec (model × dataset × seed), each with its own folder under ``out_dir``."""
+        """Every cell spec (model × dataset × seed), each with its own folder under ``out_dir``.
+
+        In run order: per dataset, every model's cells at the suite's seeds first, then the extra
+        seeds some entries name, so a suite stopped part-way has whole rows rather than a few
+        models with many seeds.
+        """
+        runs = [(entry, seed) for entry in self.models for seed in self.seeds_of(entry) if seed in self.seeds]
+        runs += [(entry, seed) for entry in self.models for seed in self.seeds_of(entry) if seed not in self.seeds]
         specs = []
         for dataset in self.datasets:
-            for entry in self.models:
-                for seed in self.seeds_of(entry):
-                    specs.append({
-                        "label": entry["label"], "model": entry["model"], "role": entry["role"],
-                        "dataset": dataset, "seed": seed,
-                        "config_files": [str(f) for f in self.config_files(entry)],
-                        "overrides": self.cell_overrides(entry, dataset, extra),
-                        "dir": str(Path(out_dir).resolve() / "cells" / slug(dataset) / slug(entry["label"])
-                                   / f"seed-{seed}"),
-                    })
+            for entry, seed in runs:
+                specs.append({
+                    "label": entry["label"], "model": entry["model"], "role": entry["role"],
+                    "dataset": dataset, "seed": seed,
+                    "config_files": [str(f) for f in self.config_files(entry)],
+                    "overrides": self.cell_overrides(entry, dataset, extra),
+                    "dir": str(Path(out_dir).resolve() / "cells" / slug(dataset) / slug(entry["label"])
+                               / f"seed-{seed}"),
+                })
         return specs
 
     def check(self, extra=None):

@@ -65,11 +65,11 @@ def test_suite_problems_are_all_listed_before_anything_runs(tmp_path, mini_data_
         Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "SASRec", "seeds": ["a"]}]})
 
 
-def test_an_entry_may_run_more_seeds_than_the_suite(tmp_path):
+def test_an_entry_may_run_more_seeds_than_the_suite_after_every_models_suite_seeds(tmp_path):
     suite = Suite({"name": "n", "datasets": ["mini"], "seeds": [1, 2],
                    "models": [{"model": "SASRec", "seeds": [1, 2, 3, 4]}, {"model": "GRU4Rec"}]})
     cells = [(c["label"], c["seed"]) for c in suite.cells(tmp_path)]
-    assert cells == [("SASRec", 1), ("SASRec", 2), ("SASRec", 3), ("SASRec", 4), ("GRU4Rec", 1), ("GRU4Rec", 2)]
+    assert cells == [("SASRec", 1), ("SASRec", 2), ("GRU4Rec", 1), ("GRU4Rec", 2), ("SASRec", 3), ("SASRec", 4)]
 
 
 @pytest.mark.integration
