@@ -140,8 +140,16 @@ def summarise(suite, cells):
             row["significance"] = [sig for sig in (vs_reference, vs_host if host is not reference else None)
                                    if sig is not None]
         summary[dataset] = {"rows": rows, "best_baseline": best_baseline["label"] if best_baseline else None,
-                            "reference": suite.reference}
+                            "reference": suite.reference, "to_run": to_run(suite, dataset, cells)}
     return summary
+
+
+def to_run(suite, dataset, cells):
+    """The seeds each model of ``suite`` still lacks on ``dataset``: {label: [seed, ...]}, in suite order."""
+    done = {(c["label"], c["seed"]) for c in cells if c["dataset"] == dataset}
+    missing = {entry["label"]: [seed for seed in suite.seeds_of(entry) if (entry["label"], seed) not in done]
+               for entry in suite.models}
+    return {label: seeds for label, seeds in missing.items() if seeds}
 
 
 def _fmt(pair, digits=4):
@@ -182,6 +190,10 @@ def markdown(suite, summary):
                 f"{row['published'] or '–'} | {_fmt(row['epochs'], 1)} | {_fmt(row['best_epoch'], 1)} | "
                 f"{converged_text} | {_fmt(row['train_s_per_epoch'], 1)} | {_fmt(row['train_s'], 0)} | "
                 f"{_fmt(row['test_eval_s'], 2)} | {row['n_params']:,} | {row['peak_rss_gb']:.2f} |")
+        if block["to_run"]:
+            lines += ["", "Not recorded yet (the table above holds only finished cells): " + "; ".join(
+                f"{label}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                for label, seeds in block["to_run"].items()) + "."]
         lines += ["", *significance_table(block["rows"]), ""]
     return "\n".join(lines)
 

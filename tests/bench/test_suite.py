@@ -272,3 +272,18 @@ def test_a_suite_times_its_entries_with_their_files_overrides_and_regime():
                             "moe_inner_size": 64, "n_layers": 4}
     pop = suite_variants(Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "Pop"}]}))[0]
     assert pop.overrides == {"train_regime": "prefix"} and pop.config_files == ()
+
+
+def test_report_names_the_cells_still_to_run():
+    from recbole_hymoe.bench.report import markdown, summarise, to_run
+
+    suite = Suite({"name": "n", "datasets": ["mini"], "seeds": [1, 2],
+                   "models": [{"model": "SASRec", "seeds": [1, 2, 3]}, {"model": "GRU4Rec"}, {"model": "Pop"}]})
+    cells = [{"label": "SASRec", "dataset": "mini", "seed": 2}, {"label": "GRU4Rec", "dataset": "mini", "seed": 1},
+             {"label": "GRU4Rec", "dataset": "mini", "seed": 2}, {"label": "Pop", "dataset": "other", "seed": 1}]
+    assert to_run(suite, "mini", cells) == {"SASRec": [1, 3], "Pop": [1, 2]}
+    assert to_run(suite, "mini", cells + [{"label": "SASRec", "dataset": "mini", "seed": s} for s in (1, 3)]
+                  + [{"label": "Pop", "dataset": "mini", "seed": s} for s in (1, 2)]) == {}
+    text = markdown(suite, summarise(suite, []))
+    assert ("Not recorded yet (the table above holds only finished cells): SASRec, seeds 1, 2, 3; "
+            "GRU4Rec, seeds 1, 2; Pop, seeds 1, 2.") in text
