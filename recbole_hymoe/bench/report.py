@@ -8,7 +8,9 @@ the published figure an entry names; epochs to best, whether early stopping ende
 (a cell whose best epoch lies within ``stopping_step`` of its last epoch was cut by the cap
 and is flagged), timing and memory columns; CSV and JSON of every cell; PNG plots of the
 validation learning curves and, for MoE models, expert usage by item-popularity tier and over
-epochs.
+epochs; for suites whose entries name a ``family``, a capacity table and plot (test NDCG@10
+against parameters and against matrix work per training step, from ``run_speed --suite``'s
+``speed.json`` in the same folder).
 """
 
 import csv
@@ -28,6 +30,9 @@ from recbole_hymoe.utils import write_atomic
 
 TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10")
 KEY_METRIC = "ndcg@10"
+# Written by ``run_speed --suite=<suite> --out=<the suite's results folder>``: per entry label, the
+# matrix work of a training step and the epoch time the capacity table shows.
+SPEED_FILE = "speed.json"
 
 
 def load_cells(suite, out_dir):
@@ -152,6 +157,78 @@ def to_run(suite, dataset, cells):
     return {label: seeds for label, seeds in missing.items() if seeds}
 
 
+def capacity_rows(suite, block, speed_rows):
+    """One row per suite entry that names a ``family``, in suite order.
+
+    Args:
+        suite (Suite): the suite.
+        block (dict): one dataset's block of :func:`summarise`.
+        speed_rows (list[dict]): ``run_speed`` rows (``variant`` = entry label), or [].
+
+    Returns:
+        list[dict]: label, family, n_params (None before any cell finished), step_gflop and
+        epoch_s (None without a speed row), seeds and the test NDCG@10 (mean, std).
+    """
+    timings = {row["variant"]: row for row in speed_rows}
+    rows = []
+    for entry in suite.models:
+        if entry["family"] is None:
+            continue
+        row, timing = block["rows"].get(entry["label"]), timings.get(entry["label"], {})
+        rows.append({"label": entry["label"], "family": entry["family"],
+                     "n_params": row["n_params"] if row else None, "step_gflop": timing.get("step_gflop"),
+                     "epoch_s": timing.get("epoch_s"), "seeds": row["seeds"] if row else 0,
+                     KEY_METRIC: row[KEY_METRIC] if row else (math.nan, math.nan)})
+    return rows
+
+
+def capacity_table(rows):
+    """Markdown lines of :func:`capacity_rows`."""
+    def number(value, pattern):
+        return "–" if value is None else pattern.format(value)
+
+    lines = ["Capacity (one line per family in the capacity plot): parameters, matrix work of one training "
+             "step (GFLOP, forward and backward, as torch's FlopCounterMode counts it) and epoch time from "
+             f"`run_speed --suite` ({SPEED_FILE}), test NDCG@10 over the finished seeds.", "",
+             "| model | family | parameters | step GFLOP | epoch s | seeds | test NDCG@10 |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['label']} | {row['family']} | {number(row['n_params'], '{:,}')} | "
+                     f"{number(row['step_gflop'], '{:.1f}')} | {number(row['epoch_s'], '{:.1f}')} | {row['seeds']} | "
+                     f"{_fmt(row[KEY_METRIC])} |")
+    return lines
+
+
+def plot_capacity(rows, dataset, out_dir):
+    """``capacity_<dataset>.png``: test NDCG@10 (± std over seeds) against parameters and against
+    step GFLOP, one line per family; returns the file name, or None when no point has both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    drawn = False
+    for ax, key, label in ((axes[0], "n_params", "parameters"), (axes[1], "step_gflop", "GFLOP per training step")):
+        for family in dict.fromkeys(row["family"] for row in rows):
+            points = sorted((row[key], *row[KEY_METRIC]) for row in rows
+                            if row["family"] == family and row[key] is not None and not math.isnan(row[KEY_METRIC][0]))
+            if points:
+                x, mean, std = zip(*points)
+                ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=family)
+                drawn = True
+        ax.set(xlabel=label, ylabel="test NDCG@10")
+    if not drawn:
+        plt.close(fig)
+        return None
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Capacity, {dataset}", fontsize=9)
+    fig.tight_layout()
+    name = f"capacity_{dataset}.png"
+    fig.savefig(Path(out_dir) / name, dpi=120)
+    plt.close(fig)
+    return name
+
+
 def _fmt(pair, digits=4):
     mean, std = pair
     return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -195,6 +272,8 @@ def markdown(suite, summary):
                 f"{label}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
                 for label, seeds in block["to_run"].items()) + "."]
         lines += ["", *significance_table(block["rows"]), ""]
+        if block.get("capacity"):
+            lines += [*capacity_table(block["capacity"]), ""]
     return "\n".join(lines)
 
 
@@ -299,11 +378,17 @@ def write_report(suite, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = load_cells(suite, out_dir)
     summary = summarise(suite, cells)
+    speed_file = out_dir / SPEED_FILE
+    speed_rows = json.loads(speed_file.read_text(encoding="utf-8"))["rows"] if speed_file.is_file() else []
+    for block in summary.values():
+        block["capacity"] = capacity_rows(suite, block, speed_rows)
     write_atomic(out_dir / "cells.csv", _cells_csv(cells))
     public = [{k: v for k, v in c.items() if k != "per_user"} for c in cells]
     write_atomic(out_dir / "cells.json", json.dumps(public, indent=2, default=str))
     write_atomic(out_dir / "results.md", markdown(suite, summary) + continued_note(cells))
     plots = plot_report(suite, summary, out_dir) if cells else []
+    plots += [name for dataset, block in summary.items() if block["capacity"]
+              for name in [plot_capacity(block["capacity"], dataset, out_dir)] if name]
     table = {dataset: {label: {k: v for k, v in row.items() if k != "cells"} for label, row in block["rows"].items()}
              for dataset, block in summary.items()}
     write_atomic(out_dir / "summary.json", json.dumps(table, indent=2, default=str))

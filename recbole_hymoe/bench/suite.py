@@ -12,13 +12,19 @@ A suite file (``yaml/bench/*.yaml``)::
     reference: SASRec-equivalent              # relative gains are against this model
     tuning_budget: defaults, no tuning        # said in the tables
     models:
-      - {label: HyMoERec, model: HyMoERec, role: ours}
       - {label: SASRec-equivalent, model: HyMoERec, overrides: {moe_num_experts: 0}}
       - {label: SASRec, model: SASRec,        # role defaults to baseline
          config_files: [yaml/dataset/beauty-host.yaml],   # read after the protocol, before overrides
          published: "0.0568 (Li et al. 2023, CE)"}        # the literature's figure, shown beside ours
       - {label: HyMoERec, model: HyMoERec, role: ours,
          host: SASRec-equivalent}             # also compared with this entry (gain, paired p)
+      - {label: E8 active 256, model: HyMoERec, role: ours, seeds: [2020, 2021, 2022, 2023],  # own seeds
+         family: "MoE, 2 blocks"}             # a line of the report's capacity plot
+
+Seeds an entry adds to the suite's run after every entry's cells at the suite's seeds. Entries with a
+``family`` get the report's capacity table and plot (test NDCG@10 against parameters and
+against matrix work per step, one line per family); the work and epoch times come from
+``run_speed --suite=<file> --out=<the suite's results folder>``.
 """
 
 from pathlib import Path
@@ -34,7 +40,7 @@ from recbole_hymoe.paths import find_file
 from recbole_hymoe.utils import slug
 
 ROLES = ("ours", "baseline")
-ENTRY_KEYS = {"label", "model", "role", "overrides", "config_files", "host", "published", "seeds"}
+ENTRY_KEYS = {"label", "model", "role", "overrides", "config_files", "host", "published", "seeds", "family"}
 SUITE_KEYS = {"name", "protocol", "datasets", "seeds", "train_regime", "overrides", "dataset_overrides",
               "reference", "tuning_budget", "models"}
 
@@ -83,7 +89,8 @@ class Suite:
             self.models.append({"label": entry.get("label", entry["model"]), "model": entry["model"],
                                 "role": role, "overrides": dict(entry.get("overrides") or {}),
                                 "config_files": files, "host": entry.get("host"),
-                                "published": entry.get("published"), "seeds": seeds})
+                                "published": entry.get("published"), "seeds": seeds,
+                                "family": entry.get("family")})
         labels = [m["label"] for m in self.models]
         if len(labels) != len(set(labels)):
             problems.append("model labels must be unique")

@@ -287,3 +287,26 @@ def test_report_names_the_cells_still_to_run():
     text = markdown(suite, summarise(suite, []))
     assert ("Not recorded yet (the table above holds only finished cells): SASRec, seeds 1, 2, 3; "
             "GRU4Rec, seeds 1, 2; Pop, seeds 1, 2.") in text
+
+
+def test_capacity_table_and_plot_join_cells_with_speed_rows(tmp_path):
+    from recbole_hymoe.bench.report import capacity_rows, capacity_table, plot_capacity
+
+    suite = Suite({"name": "n", "datasets": ["mini"], "seeds": [1, 2], "models": [
+        {"label": "dense 256", "model": "HyMoERec", "overrides": {"moe_num_experts": 0}, "family": "dense"},
+        {"label": "E4", "model": "HyMoERec", "family": "MoE"},
+        {"label": "E8", "model": "HyMoERec", "family": "MoE"},
+        {"label": "Pop", "model": "Pop"}]})
+    block = {"rows": {"dense 256": {"n_params": 1000, "seeds": 2, "ndcg@10": (0.10, 0.01)},
+                      "E4": {"n_params": 1500, "seeds": 1, "ndcg@10": (0.12, 0.0)},
+                      "Pop": {"n_params": 1, "seeds": 2, "ndcg@10": (0.01, 0.0)}}}
+    speed = [{"variant": "dense 256", "step_gflop": 40.0, "epoch_s": 44.0}, {"variant": "E8", "step_gflop": 41.5, "epoch_s": 52.25}]
+    rows = capacity_rows(suite, block, speed)
+    assert [(r["label"], r["family"], r["n_params"], r["step_gflop"], r["seeds"]) for r in rows] == [
+        ("dense 256", "dense", 1000, 40.0, 2), ("E4", "MoE", 1500, None, 1), ("E8", "MoE", None, 41.5, 0)]
+    lines = capacity_table(rows)
+    assert lines[-3:] == ["| dense 256 | dense | 1,000 | 40.0 | 44.0 | 2 | 0.1000 ± 0.0100 |",
+                          "| E4 | MoE | 1,500 | – | – | 1 | 0.1200 ± 0.0000 |",
+                          "| E8 | MoE | – | 41.5 | 52.2 | 0 | – |"]
+    assert plot_capacity(rows, "mini", tmp_path) == "capacity_mini.png" and (tmp_path / "capacity_mini.png").stat().st_size
+    assert plot_capacity(rows[2:], "none", tmp_path) is None and not (tmp_path / "capacity_none.png").exists()
