@@ -108,8 +108,10 @@ def _significance(row, other):
             "runs_p": welch_t(*run_means)}
 
 
-def summarise(suite, cells):
-    """Per dataset and model: metric means/stds, gain over the reference, p-value vs the best baseline."""
+def summarise(suite, cells, speed_rows=()):
+    """Per dataset and model: metric means/stds, gain over the reference, p-value vs the best baseline;
+    per dataset also the cells still to run and the capacity rows (:func:`capacity_rows`, with
+    ``run_speed``'s ``speed_rows``)."""
     summary = {}
     for dataset in suite.datasets:
         rows = {}
@@ -146,6 +148,7 @@ def summarise(suite, cells):
                                    if sig is not None]
         summary[dataset] = {"rows": rows, "best_baseline": best_baseline["label"] if best_baseline else None,
                             "reference": suite.reference, "to_run": to_run(suite, dataset, cells)}
+        summary[dataset]["capacity"] = capacity_rows(suite, summary[dataset], speed_rows)
     return summary
 
 
@@ -163,7 +166,7 @@ def capacity_rows(suite, block, speed_rows):
     Args:
         suite (Suite): the suite.
         block (dict): one dataset's block of :func:`summarise`.
-        speed_rows (list[dict]): ``run_speed`` rows (``variant`` = entry label), or [].
+        speed_rows (Iterable[dict]): ``run_speed`` rows (``variant`` = entry label), possibly none.
 
     Returns:
         list[dict]: label, family, n_params (None before any cell finished), step_gflop and
@@ -272,7 +275,7 @@ def markdown(suite, summary):
                 f"{label}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
                 for label, seeds in block["to_run"].items()) + "."]
         lines += ["", *significance_table(block["rows"]), ""]
-        if block.get("capacity"):
+        if block["capacity"]:
             lines += [*capacity_table(block["capacity"]), ""]
     return "\n".join(lines)
 
@@ -377,18 +380,18 @@ def write_report(suite, out_dir):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = load_cells(suite, out_dir)
-    summary = summarise(suite, cells)
     speed_file = out_dir / SPEED_FILE
     speed_rows = json.loads(speed_file.read_text(encoding="utf-8"))["rows"] if speed_file.is_file() else []
-    for block in summary.values():
-        block["capacity"] = capacity_rows(suite, block, speed_rows)
+    summary = summarise(suite, cells, speed_rows)
     write_atomic(out_dir / "cells.csv", _cells_csv(cells))
     public = [{k: v for k, v in c.items() if k != "per_user"} for c in cells]
     write_atomic(out_dir / "cells.json", json.dumps(public, indent=2, default=str))
     write_atomic(out_dir / "results.md", markdown(suite, summary) + continued_note(cells))
     plots = plot_report(suite, summary, out_dir) if cells else []
-    plots += [name for dataset, block in summary.items() if block["capacity"]
-              for name in [plot_capacity(block["capacity"], dataset, out_dir)] if name]
+    for dataset, block in summary.items():
+        name = plot_capacity(block["capacity"], dataset, out_dir) if block["capacity"] else None
+        if name:
+            plots.append(name)
     table = {dataset: {label: {k: v for k, v in row.items() if k != "cells"} for label, row in block["rows"].items()}
              for dataset, block in summary.items()}
     write_atomic(out_dir / "summary.json", json.dumps(table, indent=2, default=str))
