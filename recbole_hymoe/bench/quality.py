@@ -33,6 +33,9 @@ from recbole_hymoe.utils import slug, write_atomic
 REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
 
+RUN_KEYS = {"label", "model", "seeds", "reference", "overrides"}
+
+
 def load_spec(path):
     """Read and check a time-to-quality spec file (``yaml/experiment/…`` also names the package's).
 
@@ -48,6 +51,10 @@ def load_spec(path):
     for i, entry in enumerate(spec.get("runs") or []):
         if not isinstance(entry, dict) or not {"label", "model"} <= set(entry):
             problems.append(f"runs[{i}] needs 'label' and 'model'")
+        elif set(entry) - RUN_KEYS:  # e.g. a flow mapping cut at a comma inside an unquoted label
+            unknown = ", ".join(map(repr, sorted(map(str, set(entry) - RUN_KEYS))))
+            problems.append(f"runs[{i}] ({entry['label']!r}): unknown keys {unknown}; a run has "
+                            f"{', '.join(sorted(RUN_KEYS))} (quote a label that holds a comma)")
     labels = [entry.get("label") for entry in spec.get("runs") or [] if isinstance(entry, dict)]
     if len(labels) != len(set(labels)):
         problems.append("run labels must be unique")

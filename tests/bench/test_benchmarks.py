@@ -90,6 +90,13 @@ def test_time_to_quality_spec_problems_are_listed(tmp_path):
     assert "missing 'dataset'" in str(err.value) and "runs[0]" in str(err.value) and "unique" in str(err.value)
 
 
+def test_a_run_label_cut_at_a_comma_is_refused(tmp_path):
+    spec_file = tmp_path / "comma.yaml"  # an unquoted comma ends the label inside a flow mapping
+    spec_file.write_text("dataset: ml-100k\nruns:\n  - {label: GRU4Rec (all_positions, stride 25), model: GRU4Rec}\n")
+    with pytest.raises(ConfigError, match=r"runs\[0\] \('GRU4Rec \(all_positions'\): unknown keys 'stride 25\)'.*quote"):
+        quality.load_spec(spec_file)
+
+
 def fake_run(label, group, reference, scores, step_s, test_ndcg):
     history = [{"epoch": i, "valid_score": s, "elapsed_s": step_s * (i + 1)} for i, s in enumerate(scores)]
     best = max(range(len(scores)), key=scores.__getitem__)
