@@ -240,7 +240,7 @@ class Config(RecBoleConfig):
         elif final.get("train_regime") == "all_positions":
             problems.append(f"train_regime='all_positions' applies to sequential models only and {self.model} "
                             f"is not one: leave train_regime at 'prefix' (the default) for it")
-        problems += self._trainer_key_problems(sequential, plugin)
+        problems += self._precision_problems(sequential, plugin)
         if plugin:
             problems += self.model_class.read_config(self)[1]
         if problems:
@@ -248,20 +248,17 @@ class Config(RecBoleConfig):
             allowed = f"\n  keys of {self.model}: {', '.join(sorted(model_keys))}" if unknown else ""
             raise ConfigError(listing(f"invalid configuration of {self.model}", problems) + allowed)
 
-    def _trainer_key_problems(self, sequential, plugin):
-        """``precision: bf16`` and ``release_memory: step`` need the package's trainer: sequential
-        models without a trainer of their own."""
+    def _precision_problems(self, sequential, plugin):
+        """``precision: bf16`` needs the package's trainer: sequential models without a trainer of their own."""
         final = self.final_config_dict
-        asked = [f"{key}={final.get(key)!r}" for key, default in (("precision", "fp32"), ("release_memory", "epoch"))
-                 if final.get(key, default) != default]
-        if not asked:
+        if final.get("precision") != "bf16":
             return []
         own_trainer = not plugin and hasattr(recbole.trainer, f"{self.model}Trainer")
         if not sequential or own_trainer:
-            return [f"{' and '.join(asked)} need the package's trainer, available for sequential models trained "
-                    f"by RecBole's plain Trainer (every plugin model, RecBole's SASRec, GRU4Rec, NARM, BERT4Rec, …), "
-                    f"not {self.model}: use precision='fp32' and release_memory='epoch'"]
-        if final.get("precision") == "bf16" and final.get("enable_amp"):
+            return [f"precision='bf16' is available for sequential models trained by RecBole's plain Trainer "
+                    f"(every plugin model, RecBole's SASRec, GRU4Rec, NARM, BERT4Rec, …), not {self.model}: "
+                    "use precision='fp32'"]
+        if final.get("enable_amp"):
             return ["enable_amp=True and precision='bf16' both ask for autocast: keep precision='bf16' "
                     "(bfloat16 on every device) and set enable_amp=False"]
         return []

@@ -37,7 +37,6 @@ from recbole_hymoe.models.params import (
     param_problems,
     text,
 )
-from recbole_hymoe.allocator import RELEASE_POINTS
 from recbole_hymoe.trainer import PRECISIONS
 
 # Trainer._build_optimizer: any other name falls back to Adam with only a log warning.
@@ -352,7 +351,6 @@ RECBOLE_PARAMS = (
     Param("run_dir", Nullable(folder())),
     Param("train_length_bucketing", Boolean()),
     Param("precision", Choice(*PRECISIONS)),
-    Param("release_memory", Choice(*RELEASE_POINTS)),
     Param("eval_exclude_history", Boolean()),
 )
 

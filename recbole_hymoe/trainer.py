@@ -8,7 +8,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_trainer, set_color
 
 from recbole_hymoe import registry
-from recbole_hymoe.allocator import release_free_memory, releasing_before
+from recbole_hymoe.allocator import release_free_memory
 from recbole_hymoe.baselines import all_positions_loss
 from recbole_hymoe.collector import TopKCollector
 from recbole_hymoe.data import ALL_POSITIONS_BUILTINS
@@ -60,8 +60,8 @@ class MoETrainer(Trainer):
     bfloat16 (``precision: bf16``, :func:`in_precision`; evaluation stays float32, so rankings
     are scored at full precision), and evaluates RecBole's SASRec, GRU4Rec, NARM and BERT4Rec in
     groups of similar history length (:meth:`_full_sort_batch_eval`); everything else is RecBole's loop. After
-    each training epoch (``release_memory: epoch``) or before each training step (``step``) the C
-    heap's free memory goes back to the OS (:mod:`recbole_hymoe.allocator`).
+    each training epoch the C heap's free memory goes back to the OS
+    (:func:`~recbole_hymoe.allocator.release_free_memory`).
     """
 
     def __init__(self, config, model):
@@ -70,8 +70,6 @@ class MoETrainer(Trainer):
         builtin_all_positions = config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"])
         loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
         self.batch_loss = in_precision(loss, self.device, config["precision"])
-        if config["release_memory"] == "step":
-            self.batch_loss = releasing_before(self.batch_loss)
         self.length_grouped_slots = LENGTH_GROUPED_BUILTINS.get(config["model"])  # None: RecBole's loop
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -140,11 +138,10 @@ class MoETrainer(Trainer):
 def build_trainer(config, model):
     """The trainer of ``model``: RecBole's lookup (the plugin models get :class:`MoETrainer`), or
     :class:`MoETrainer` for RecBole's SASRec, GRU4Rec, NARM and BERT4Rec (either regime) and any
-    built-in model trained in ``bf16`` or with ``release_memory: step``; every trainer collects its top-k evaluation resource with
+    built-in model trained in ``bf16``; every trainer collects its top-k evaluation resource with
     :class:`~recbole_hymoe.collector.TopKCollector`."""
     builtin = not registry.is_plugin_model(config["model"])
-    package_keys = config["precision"] != "fp32" or config["release_memory"] != "epoch"
-    if builtin and (config["model"] in ALL_POSITIONS_BUILTINS or package_keys):
+    if builtin and (config["model"] in ALL_POSITIONS_BUILTINS or config["precision"] != "fp32"):
         trainer = MoETrainer(config, model)
     else:
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
