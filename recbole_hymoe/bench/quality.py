@@ -33,7 +33,7 @@ from recbole_hymoe.utils import slug, write_atomic
 REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 
 
-RUN_KEYS = {"label", "model", "seeds", "reference", "overrides"}
+RUN_KEYS = {"label", "model", "seeds", "reference", "overrides", "threads"}
 
 
 def load_spec(path):
@@ -62,6 +62,9 @@ def load_spec(path):
         if isinstance(entry, dict) and entry.get("reference") not in (None, *labels):
             problems.append(f"run {entry.get('label')!r}: reference {entry['reference']!r} is not a run label")
         seeds = entry.get("seeds") if isinstance(entry, dict) else None
+        threads = entry.get("threads") if isinstance(entry, dict) else None
+        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+            problems.append(f"run {entry.get('label')!r}: threads={threads!r} must be an integer >= 1")
         if seeds is not None and not (isinstance(seeds, list) and seeds
                                       and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
             problems.append(f"run {entry.get('label')!r}: seeds={seeds!r} must be a list of integers")
@@ -109,11 +112,12 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
         spec["runs"] = [entry for entry in spec["runs"] if entry["label"] in labels]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
+    default_threads = torch.get_num_threads()
     results = []
     first = spec["runs"][0]["label"]
     for entry in expand_seeds(spec["runs"]):
+        # a run's own thread count (e.g. a slow reference that must fit a sitting) wins over the spec's
+        torch.set_num_threads(int(entry.get("threads") or spec.get("threads") or default_threads))
         run_dir = (out_dir / slug(entry["label"])).resolve()
         done = run_dir / "results.json"
         result = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
@@ -127,7 +131,7 @@ def run_time_to_quality(spec_file, out_dir, overrides=None, labels=None):
             result = json.loads(done.read_text(encoding="utf-8"))  # the run's record, portable paths
             result["wall_s"] = round(earlier_wall + time.perf_counter() - start, 1)
             write_atomic(done, json.dumps(result, indent=2, default=str))
-        results.append({"label": entry["label"], "group": entry["group"],
+        results.append({"label": entry["label"], "group": entry["group"], "threads": entry.get("threads"),
                         "reference": entry.get("reference", first), **result})
     rows = summarise(results)
     report = {"spec": portable(spec_file), "dataset": spec["dataset"], "threads": spec.get("threads"),
@@ -171,6 +175,7 @@ def summarise(results):
         rows.append({
             "label": result["label"],
             "group": result.get("group", result["label"]),
+            "threads": result.get("threads"),  # None: the spec's
             "reference": reference,
             "model": result["model"],
             "train_regime": result.get("train_regime"),
@@ -234,12 +239,18 @@ def _pm(pair, digits=4):
     return "–" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def own_threads(row):
+    """`` (N threads)`` for a run timed with its own thread count, else empty."""
+    return f" ({row['threads']} threads)" if row.get("threads") else ""
+
+
 def ttq_table(report):
     """Markdown tables of a time-to-quality report: one row per run, then one per run group."""
     rows = report["rows"]
     reference = rows[0]
     lines = [
-        f"Time to quality on {report['dataset']} ({report.get('threads') or 'default'} torch threads). "
+        f"Time to quality on {report['dataset']} ({report.get('threads') or 'default'} torch threads unless a run "
+        "says otherwise). "
         f"Reference (unless a run names another): {reference['label']}, best valid NDCG@10 "
         f"{reference['best_valid_score']:.4f} after {reference['time_to_best_s']:.0f} s of training.",
         "",
@@ -254,7 +265,7 @@ def ttq_table(report):
             reached = "not reached" if r["to_reference_s"] is None else f"{r['to_reference_s']:.0f}"
         ratio = "–" if r["to_reference_ratio"] is None else f"{r['to_reference_ratio']:.3f}"
         lines.append(
-            f"| {r['label']} | {r.get('reference', reference['label'])} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"| {r['label']}{own_threads(r)} | {r.get('reference', reference['label'])} | {r['epochs_run']} ({r['best_epoch']}) | "
             f"{r['train_time_s']:.0f} | {r['best_valid_score']:.4f} | {r['time_to_best_s']:.0f} | {reached} | "
             f"{ratio} | {r['test']['hit@10']:.4f} | {r['test']['ndcg@10']:.4f} | {r['test']['mrr@10']:.4f} |"
         )

@@ -131,6 +131,37 @@ def test_time_to_quality_seed_groups_are_timed_against_their_own_reference(tmp_p
         quality.load_spec(spec_file)
 
 
+def test_a_run_may_name_its_own_thread_count(tmp_path, monkeypatch):
+    import torch
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({"dataset": "mini", "threads": 1, "runs": [
+        {"label": "A", "model": "SASRec"}, {"label": "P", "model": "SASRec", "threads": 2, "reference": "P"}]}))
+    seen = {}
+
+    def fake(model, dataset, config_files, config):  # writes what run() would, records the threads
+        label = "P" if config["run_dir"].endswith("p") else "A"
+        seen[label] = torch.get_num_threads()
+        record = fake_run(label, label, label, [0.1, 0.2], 5.0, 0.1)
+        record.update(best_valid_score=0.2, run_dir=config["run_dir"])
+        (tmp_path / "ttq" / label.lower()).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "ttq" / label.lower() / "results.json").write_text(json.dumps(record))
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(quality, "run", fake)
+    try:
+        report = quality.run_time_to_quality(spec_file, tmp_path / "ttq")
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"A": 1, "P": 2}
+    assert [r["threads"] for r in report["rows"]] == [None, 2]
+    table = quality.ttq_table(report)
+    assert "(1 torch threads unless a run says otherwise)" in table and "| P (2 threads) | P |" in table
+    spec_file.write_text(yaml.safe_dump({"dataset": "mini", "runs": [{"label": "A", "model": "SASRec", "threads": 0}]}))
+    with pytest.raises(ConfigError, match="threads=0 must be an integer >= 1"):
+        quality.load_spec(spec_file)
+
+
 def test_synthetic_data_has_the_requested_shape_and_loads(tmp_path, monkeypatch):
     import pandas as pd
     from conftest import build_data
