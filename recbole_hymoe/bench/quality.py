@@ -36,6 +36,11 @@ REPORT_METRICS = ("hit@10", "ndcg@10", "mrr@10")
 RUN_KEYS = {"label", "model", "seeds", "reference", "overrides", "threads"}
 
 
+def _integer(value):
+    """An int that is not a bool (YAML reads ``true`` as one)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def load_spec(path):
     """Read and check a time-to-quality spec file (``yaml/experiment/…`` also names the package's).
 
@@ -63,10 +68,9 @@ def load_spec(path):
             problems.append(f"run {entry.get('label')!r}: reference {entry['reference']!r} is not a run label")
         seeds = entry.get("seeds") if isinstance(entry, dict) else None
         threads = entry.get("threads") if isinstance(entry, dict) else None
-        if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        if threads is not None and not (_integer(threads) and threads >= 1):
             problems.append(f"run {entry.get('label')!r}: threads={threads!r} must be an integer >= 1")
-        if seeds is not None and not (isinstance(seeds, list) and seeds
-                                      and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        if seeds is not None and not (isinstance(seeds, list) and seeds and all(map(_integer, seeds))):
             problems.append(f"run {entry.get('label')!r}: seeds={seeds!r} must be a list of integers")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
@@ -265,7 +269,8 @@ def ttq_table(report):
             reached = "not reached" if r["to_reference_s"] is None else f"{r['to_reference_s']:.0f}"
         ratio = "–" if r["to_reference_ratio"] is None else f"{r['to_reference_ratio']:.3f}"
         lines.append(
-            f"| {r['label']}{own_threads(r)} | {r.get('reference', reference['label'])} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"| {r['label']}{own_threads(r)} | {r.get('reference', reference['label'])} | "
+            f"{r['epochs_run']} ({r['best_epoch']}) | "
             f"{r['train_time_s']:.0f} | {r['best_valid_score']:.4f} | {r['time_to_best_s']:.0f} | {reached} | "
             f"{ratio} | {r['test']['hit@10']:.4f} | {r['test']['ndcg@10']:.4f} | {r['test']['mrr@10']:.4f} |"
         )

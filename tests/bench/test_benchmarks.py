@@ -92,8 +92,10 @@ def test_time_to_quality_spec_problems_are_listed(tmp_path):
 
 def test_a_run_label_cut_at_a_comma_is_refused(tmp_path):
     spec_file = tmp_path / "comma.yaml"  # an unquoted comma ends the label inside a flow mapping
-    spec_file.write_text("dataset: ml-100k\nruns:\n  - {label: GRU4Rec (all_positions, stride 25), model: GRU4Rec}\n")
-    with pytest.raises(ConfigError, match=r"runs\[0\] \('GRU4Rec \(all_positions'\): unknown keys 'stride 25\)'.*quote"):
+    spec_file.write_text("dataset: ml-100k\nruns:\n"
+                         "  - {label: GRU4Rec (all_positions, stride 25), model: GRU4Rec}\n")
+    cut = r"runs\[0\] \('GRU4Rec \(all_positions'\): unknown keys 'stride 25\)'.*quote"
+    with pytest.raises(ConfigError, match=cut):
         quality.load_spec(spec_file)
 
 
