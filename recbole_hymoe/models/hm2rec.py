@@ -216,7 +216,8 @@ class HM2Rec(PluginSequentialRecommender):
             if with_loss:
                 edges = self.graph.sample_edges(self.vgae_edge_batch)
                 offset = self.graph.num_users  # item i is node U + i
-                recon = self.vgae.recon_loss(z[edges.users], z[offset + edges.pos_items], z[offset + edges.neg_items], c)
+                nodes = torch.cat([edges.users, offset + edges.pos_items, offset + edges.neg_items])  # [3S]
+                recon = self.vgae.recon_loss(*z[nodes].chunk(3), c)  # one gather: one scatter back
                 kl = VGAE.kl_loss(vgae.mu, vgae.logstd)
             latent = vgae.mu if self.fuse_mean else z
         return GraphOutput(latent[self.graph.num_users:], recon, kl)
