@@ -27,19 +27,12 @@ from recbole_hymoe.config import Config, check_dataset_files
 from recbole_hymoe.data import exclude_history, prepare_data
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.paths import portable
-from recbole_hymoe.resume import load_training_state, restore_training_state, save_training_state
+from recbole_hymoe.resume import DERIVED_KEYS, load_training_state, restore_training_state, save_training_state
 from recbole_hymoe.trainer import build_trainer
 from recbole_hymoe.utils import write_atomic
 
 # Columns of the results table, in the protocol's order; every metric stays in results.json.
 TABLE_METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr@10", "hit@50", "ndcg@50")
-# Keys RecBole derives while building a Config; a saved config.yaml leaves them out so it can
-# be passed back with --config_files.
-_DERIVED_KEYS = {
-    "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "single_spec", "local_rank",
-    "valid_neg_sample_args", "test_neg_sample_args", "valid_metric_bigger", "config_files",
-    "checkpoint_dir", "run_dir",
-}
 
 
 def run(
@@ -348,7 +341,7 @@ def reusable_config(config):
     """Return the resolved config as plain data that ``--config_files`` accepts back."""
     out = {}
     for key, value in config.final_config_dict.items():
-        if key in _DERIVED_KEYS:
+        if key in DERIVED_KEYS:
             continue
         if key == "data_path":
             value = str(Path(value).parent)

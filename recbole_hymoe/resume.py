@@ -21,6 +21,15 @@ from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.utils import atomic_path
 
 STATE_FILE = "training_state.pth"
+# Keys of a resolved config that RecBole computes, not the user: left out of a run's reusable
+# settings (``config.yaml``, which ``--config_files`` takes back, and the training state) and of the
+# check that a continued run keeps its settings.
+# RecBole's BERT4Rec transform (``MaskItemSequence``) writes the last four while the data is built.
+DERIVED_KEYS = frozenset({
+    "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "single_spec", "local_rank",
+    "valid_neg_sample_args", "test_neg_sample_args", "valid_metric_bigger", "config_files",
+    "checkpoint_dir", "run_dir", "MASK_INDEX", "MASK_ITEM_SEQ", "POS_ITEMS", "NEG_ITEMS",
+})
 # Settings a continued run may change: they do not alter what the finished epochs computed.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "show_progress", "data_path", "checkpoint_dir", "run_dir", "gpu_id", "use_gpu", "worker",
@@ -82,7 +91,7 @@ def load_training_state(run_dir, settings):
     saved = state["settings"]
     changed = sorted(
         key for key in set(saved) | set(settings)
-        if key not in RESUMABLE_CHANGES and saved.get(key) != settings.get(key)
+        if key not in RESUMABLE_CHANGES and key not in DERIVED_KEYS and saved.get(key) != settings.get(key)
     )
     if changed:
         details = "; ".join(f"{key}: {saved.get(key)!r} -> {settings.get(key)!r}" for key in changed)
