@@ -168,9 +168,9 @@ def bert4rec_all_positions_loss(model, interaction, loss_type, ft_ratio, generat
     RecBole, by design: masks are drawn in torch for the whole batch (RecBole loops over items in
     Python), every masked position is supervised (RecBole keeps at most ``mask_ratio · L`` per
     sequence and drops a masked first position), negatives are uniform (RecBole's avoid the
-    sequence's items), and ``ft_ratio`` is honoured (RecBole 1.2.1's transform reads it with
-    ``hasattr(config, "ft_ratio")``, always False for a ``Config``, so RecBole never fine-tunes;
-    the package's ``Config`` therefore sets it to 0 in this regime unless the user sets it).
+    sequence's items), and a fine-tuning batch masks each window's last item, the same targets
+    every epoch, where RecBole's masks each prefix row's, every item once per epoch; the package's
+    ``Config`` therefore sets ``ft_ratio`` to 0 in this regime unless the user sets it.
     """
     item_seq, item_seq_len, real = trimmed_window(model, interaction)
     targets = next_item_targets(item_seq, item_seq_len, interaction[model.POS_ITEM_ID])

@@ -168,11 +168,13 @@ class Config(RecBoleConfig):
             final["transform"] = None  # BERT4Rec's masking happens in the loss (recbole_hymoe.baselines)
         if (final.get("train_regime") == "all_positions" and self.model == "BERT4Rec"
                 and "ft_ratio" not in self.external_config_dict):
-            # NOTE: RecBole's prefix transform never applies its BERT4Rec.yaml's ft_ratio (0.5; it reads
-            # it with hasattr(config, ...), always False), so all_positions trains that same objective
-            # unless the user sets ft_ratio: with those fine-tuning batches (half the steps, one target
-            # per window) BERT4Rec plateaued at valid NDCG@10 0.068 on ml-100k, patience 10 or 50,
-            # far below its prefix run; without them it passes 0.10 (README, RecBole's baselines).
+            # NOTE: RecBole's fine-tuning batches (ft_ratio 0.5 in its BERT4Rec.yaml) mask the last item
+            # of each prefix row, so over a prefix epoch every item is a fine-tuning target once. A
+            # window has one last item: the same ~2 targets per user every epoch, and with them
+            # BERT4Rec plateaued at valid NDCG@10 0.068 on ml-100k (patience 10 or 50); without them
+            # it reaches 0.106 (0.113 with patience 50). No one-pass window analogue exists (each
+            # position masked with only its left context visible), so all_positions trains the cloze
+            # batches only unless the user sets ft_ratio (README, RecBole's baselines).
             final["ft_ratio"] = 0.0
         self._check()  # RecBole's own checks below raise on the first problem, some with a traceback
         super()._set_default_parameters()

@@ -160,7 +160,7 @@ def test_bert4rec_cloze_loss_is_recbole_forward_at_the_masked_positions(windows,
 
 
 def test_bert4rec_fine_tunes_in_all_positions_only_where_the_user_sets_ft_ratio(windows, mini_data_path):
-    # RecBole's BERT4Rec.yaml says ft_ratio 0.5, which RecBole's prefix transform never applies
+    # RecBole's BERT4Rec.yaml says 0.5: one fine-tuning target per window (see Config's NOTE)
     assert windows["BERT4Rec"][0]["ft_ratio"] == 0.0
     base = {"data_path": str(mini_data_path), "train_regime": "all_positions"}
     assert Config("BERT4Rec", "mini", config_dict={**base, "ft_ratio": 0.5})["ft_ratio"] == 0.5
