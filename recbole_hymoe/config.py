@@ -170,7 +170,7 @@ class Config(RecBoleConfig):
                 and "ft_ratio" not in self.external_config_dict):
             # NOTE: RecBole's fine-tuning batches (ft_ratio 0.5 in its BERT4Rec.yaml) mask the last item
             # of each prefix row, so over a prefix epoch every item is a fine-tuning target once. A
-            # window has one last item: the same ~2 targets per user every epoch, and with them
+            # window has one last item, the same target every epoch, and with those batches
             # BERT4Rec plateaued at valid NDCG@10 0.068 on ml-100k (patience 10 or 50); without them
             # it reaches 0.106 (0.113 with patience 50). No one-pass window analogue exists (each
             # position masked with only its left context visible), so all_positions trains the cloze
