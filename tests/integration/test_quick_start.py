@@ -127,8 +127,8 @@ def test_an_interrupted_run_continues_exactly_as_an_uninterrupted_one(tiny_confi
     expected = [r["train_loss_terms"] for r in whole["valid_history"]]
     assert [len(epoch) for epoch in terms] == [len(epoch) for epoch in expected]
     assert sum(terms, []) == pytest.approx(sum(expected, []), rel=1e-5, abs=1e-9)
-    # the plugin models: recommendation loss, MoE auxiliary loss; RecBole's BERT4Rec (its
-    # transform writes MASK_* keys into the config as the data is built): its loss alone
+    # the plugin models: recommendation loss and MoE auxiliary loss; RecBole's BERT4Rec (whose
+    # transform writes MASK_* keys into the config while the data is built): its loss alone
     assert all(len(epoch) == (1 if model == "BERT4Rec" else 2) for epoch in terms)
     assert continued["test_result"] == whole["test_result"]
     elapsed = [r["elapsed_s"] for r in continued["valid_history"]]
