@@ -317,6 +317,8 @@ def run_bench_main(argv=None):
     parser.add_argument("--datasets", default=None, help="comma-separated datasets instead of the suite's")
     parser.add_argument("--models", default=None,
                         help="comma-separated model labels of the suite to run (default: all); the report covers all")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds to run (default: each model's); the report covers all")
     parser.add_argument("--cpus-per-cell", type=float, default=1)
     parser.add_argument("--address", default=None, help="existing Ray cluster (default: RAY_ADDRESS, else local)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
@@ -333,14 +335,21 @@ def run_bench_main(argv=None):
         summary = {"failed": [], "report": write_report(suite, out)}
     else:
         labels = args.models.split(",") if args.models else None
+        try:
+            seeds = [int(seed) for seed in args.seeds.split(",")] if args.seeds else None
+        except ValueError:
+            raise ConfigError(f"--seeds {args.seeds!r}: comma-separated integers expected, e.g. 2023,2024") from None
         summary = run_suite(args.suite, args.out, args.executor, args.cpus_per_cell, args.address,
-                            args.num_cpus, overrides, datasets, labels=labels)
+                            args.num_cpus, overrides, datasets, labels=labels, seeds=seeds)
         out = Path(args.out or Path("results") / "bench" / Suite.from_file(args.suite).name)
     print((out / "results.md").read_text(encoding="utf-8"))
     if not args.report_only:
-        print(f"cells run: {summary['ran']}, already done: {summary['skipped']}, failed: {len(summary['failed'])}")
+        print(f"cells run: {summary['ran']}, already done: {summary['skipped']}, failed: {len(summary['failed'])}, "
+              f"run by another process: {len(summary['busy'])}")
     for folder in summary["failed"]:
         print(f"failed cell (see its cell.log): {folder}", file=sys.stderr)
+    for folder in summary.get("busy", []):
+        print(f"passed over, another process is running it: {folder}", file=sys.stderr)
     print(f"written to {out}: results.md, cells.csv, cells.json, summary.json, "
           f"{', '.join(summary['report']['plots'])}")
     return 1 if summary["failed"] else 0

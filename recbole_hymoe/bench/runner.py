@@ -6,12 +6,19 @@ the machine or to an existing cluster (``address``/``RAY_ADDRESS``), with the sa
 initialisation as the sweeps. A cell whose ``result.json`` exists is never run again, and a cell
 interrupted mid-training continues after its last validated epoch, so an interrupted suite
 resumes by running the same command.
+
+A cell runs under a lock file in its folder, so the same command started several times (on one
+machine or on machines sharing the results folder) shares the work out: each process takes the
+next cell no other holds and passes over the busy ones, and no two processes write one cell's
+log, checkpoints or training state.
 """
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from recbole_hymoe.bench.cell import RESULT_FILE
 from recbole_hymoe.bench.report import write_report
@@ -23,6 +30,8 @@ from recbole_hymoe.utils import init_ray
 EXECUTORS = ("local", "ray", "inline")  # inline: in this process (tests, debugging; no per-cell memory)
 # Keys that say where a cell finds its data, not what it computes: they may differ between machines.
 LOCATION_KEYS = ("data_path",)
+LOCK_FILE = "cell.lock"  # held by the process running the cell
+RAN, FAILED, BUSY, DONE = "ran", "failed", "busy", "done"  # what became of a cell a process set out to run
 
 
 def check_recorded_cells(specs):
@@ -65,6 +74,32 @@ def check_recorded_cells(specs):
             "the suite's entries:\n  " + "\n  ".join(problems))
 
 
+def run_claimed(spec, run):
+    """Run one cell under its lock, unless another process holds it or has finished it meanwhile.
+
+    Args:
+        spec (dict): the cell's spec.
+        run (callable): runs the cell from its spec; returns True on success.
+
+    Returns:
+        str: ``RAN``, ``FAILED``, ``BUSY`` (another process holds the cell) or ``DONE`` (its result
+        was written after this process listed it).
+    """
+    cell_dir = Path(spec["dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(cell_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return BUSY
+    try:
+        if (cell_dir / RESULT_FILE).is_file():
+            return DONE
+        return RAN if run(spec) else FAILED
+    finally:
+        lock.release()
+
+
 def _run_local(spec):
     spec_file = Path(spec["dir"]) / "spec.json"
     spec_file.parent.mkdir(parents=True, exist_ok=True)
@@ -85,23 +120,22 @@ def _run_ray(specs, cpus_per_cell, address, num_cpus):
     def cell_task(spec):
         from recbole_hymoe.bench.cell import run_cell
 
-        run_cell(spec)
-        return spec["dir"]
+        return run_claimed(spec, lambda s: run_cell(s) is not None)
 
     pending = {cell_task.remote(spec): spec for spec in specs}
-    failed = []
+    outcomes = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         spec = pending.pop(ready[0])
         try:
-            ray.get(ready[0])
-        except Exception as err:  # noqa: BLE001 - a failed cell is reported, the others go on
-            failed.append((spec, err))
-    return failed
+            outcomes[spec["dir"]] = ray.get(ready[0])
+        except Exception:  # noqa: BLE001 - a failed cell is reported (traceback in Ray's log), the others go on
+            outcomes[spec["dir"]] = FAILED
+    return outcomes
 
 
 def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, address=None, num_cpus=None,
-              overrides=None, datasets=None, report=True, labels=None):
+              overrides=None, datasets=None, report=True, labels=None, seeds=None):
     """Run every cell of ``suite_file`` that has no result yet, then write the report.
 
     Args:
@@ -114,10 +148,12 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
         overrides (dict, optional): config overrides for every cell (e.g. ``data_path``).
         datasets (list[str], optional): run on these datasets instead of the suite's.
         labels (list[str], optional): run only the cells of these model labels (the report covers all).
+        seeds (list[int], optional): run only the cells of these seeds.
         report (bool): write the report afterwards.
 
     Returns:
-        dict: ``ran``, ``skipped`` (already done), ``failed`` (cell folders) and the ``report``.
+        dict: ``ran``, ``skipped`` (already done), ``failed`` and ``busy`` (cell folders; busy: held
+        by another process) and the ``report``.
     """
     suite = Suite.from_file(suite_file)
     if executor not in EXECUTORS:
@@ -129,29 +165,33 @@ def run_suite(suite_file, out_dir=None, executor="local", cpus_per_cell=1, addre
         if unknown:
             raise ConfigError(f"models {unknown} are not labels of suite {suite.name!r}; its labels: "
                               f"{[entry['label'] for entry in suite.models]}")
+    if seeds:
+        unknown = sorted(set(seeds) - {seed for entry in suite.models if not labels or entry["label"] in labels
+                                       for seed in suite.seeds_of(entry)})
+        if unknown:
+            raise ConfigError(f"seeds {unknown} are not seeds of the {'named models' if labels else 'models'} "
+                              f"of suite {suite.name!r}; the suite's seeds: {suite.seeds}")
     overrides = dict(overrides or {})
     suite.check(overrides)  # every problem, before anything runs
     out_dir = Path(out_dir or Path("results") / "bench" / suite.name)
     specs = suite.cells(out_dir, overrides)
     check_recorded_cells(specs)  # all of them: the report tables every cell
-    if labels:
-        specs = [spec for spec in specs if spec["label"] in labels]
+    specs = [spec for spec in specs
+             if (not labels or spec["label"] in labels) and (not seeds or spec["seed"] in seeds)]
     for spec in specs:  # a relative data_path is recorded as given and resolved from here by the cell
         spec["cwd"] = str(Path.cwd())
     todo = [s for s in specs if not (Path(s["dir"]) / RESULT_FILE).is_file()]
-    failed = []
     if executor == "ray" and todo:
-        failed = [spec["dir"] for spec, _ in _run_ray(todo, cpus_per_cell, address, num_cpus)]
+        outcomes = _run_ray(todo, cpus_per_cell, address, num_cpus)
     elif executor == "inline":
         from recbole_hymoe.bench.cell import run_cell
 
-        for spec in todo:
-            run_cell(spec)
+        outcomes = {spec["dir"]: run_claimed(spec, lambda s: run_cell(s) is not None) for spec in todo}
     else:
-        for spec in todo:
-            if _run_local(spec) != 0:
-                failed.append(spec["dir"])
-    summary = {"ran": len(todo) - len(failed), "skipped": len(specs) - len(todo), "failed": failed}
+        outcomes = {spec["dir"]: run_claimed(spec, lambda s: _run_local(s) == 0) for spec in todo}
+    summary = {"ran": sum(outcome == RAN for outcome in outcomes.values()),
+               "skipped": len(specs) - len(todo) + sum(outcome == DONE for outcome in outcomes.values()),
+               **{key: [cell for cell, outcome in outcomes.items() if outcome == key] for key in (FAILED, BUSY)}}
     if report:
         summary["report"] = write_report(suite, out_dir)
     return summary

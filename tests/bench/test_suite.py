@@ -3,6 +3,9 @@
 import json
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +139,49 @@ def test_models_runs_only_the_named_labels_and_refuses_unknown_ones(tmp_path, mi
                             labels=["Pop"])
     assert done["ran"] == 1 and done["skipped"] == 0
     assert [p.parent.parent.name for p in (tmp_path / "out" / "cells").rglob("result.json")] == ["pop"]
+
+
+@pytest.mark.integration
+def test_seeds_runs_only_the_named_seeds_and_refuses_others(tmp_path, mini_data_path):
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "two", "datasets": ["mini"], "seeds": [1, 2], "protocol": "yaml/protocol/loo-full.yaml",
+        "models": [{"label": "Pop", "model": "Pop"}, {"label": "Pop again", "model": "Pop", "seeds": [1, 2, 3]}],
+    }))
+    overrides = {**TINY, "data_path": str(mini_data_path)}
+    with pytest.raises(ConfigError, match=r"seeds \[3\] are not seeds of the named models of suite 'two'.*\[1, 2\]"):
+        runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides,
+                         labels=["Pop"], seeds=[3])
+    args = [f"--suite={suite_file}", f"--out={tmp_path / 'out'}", f"--data_path={mini_data_path}"]
+    assert cli.run_bench_main([*args, "--seeds=2,x"]) == 2
+    done = runner.run_suite(str(suite_file), tmp_path / "out", executor="inline", overrides=overrides, seeds=[2, 3])
+    assert done == {**done, "ran": 3, "skipped": 0, "failed": [], "busy": []}
+    ran = sorted(str(p.parent.relative_to(tmp_path / "out" / "cells")) for p in (tmp_path / "out").rglob("result.json"))
+    assert ran == ["mini/pop-again/seed-2", "mini/pop-again/seed-3", "mini/pop/seed-2"]
+
+
+def test_a_cell_another_process_holds_is_passed_over_and_a_finished_one_is_not_run_again(tmp_path):
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    holder = subprocess.Popen(  # another process, as a second run_bench would be
+        [sys.executable, "-c", f"from filelock import FileLock; lock = FileLock({str(cell / runner.LOCK_FILE)!r}); "
+                               "lock.acquire(); print('held', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    calls = []
+
+    def run(spec):
+        calls.append(spec["dir"])
+        (Path(spec["dir"]) / "result.json").write_text("{}")
+        return True
+
+    try:
+        assert runner.run_claimed({"dir": str(cell)}, run) == runner.BUSY and calls == []
+    finally:
+        holder.communicate("\n")
+    assert runner.run_claimed({"dir": str(cell)}, run) == runner.RAN and calls == [str(cell)]
+    assert runner.run_claimed({"dir": str(cell)}, run) == runner.DONE and len(calls) == 1  # finished meanwhile
+    assert runner.run_claimed({"dir": str(tmp_path / "other")}, lambda spec: False) == runner.FAILED
 
 
 @pytest.mark.integration
