@@ -332,7 +332,7 @@ def run_bench_main(argv=None):
             suite.datasets = datasets
         out = Path(args.out or Path("results") / "bench" / suite.name)
         check_recorded_cells(suite.cells(out, overrides))
-        summary = {"failed": [], "report": write_report(suite, out)}
+        summary = {"failed": [], "busy": [], "report": write_report(suite, out)}
     else:
         labels = args.models.split(",") if args.models else None
         try:
@@ -348,7 +348,7 @@ def run_bench_main(argv=None):
               f"run by another process: {len(summary['busy'])}")
     for folder in summary["failed"]:
         print(f"failed cell (see its cell.log): {folder}", file=sys.stderr)
-    for folder in summary.get("busy", []):
+    for folder in summary["busy"]:
         print(f"passed over, another process is running it: {folder}", file=sys.stderr)
     print(f"written to {out}: results.md, cells.csv, cells.json, summary.json, "
           f"{', '.join(summary['report']['plots'])}")

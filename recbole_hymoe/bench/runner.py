@@ -101,8 +101,7 @@ def run_claimed(spec, run):
 
 
 def _run_local(spec):
-    spec_file = Path(spec["dir"]) / "spec.json"
-    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file = Path(spec["dir"]) / "spec.json"  # the folder exists: run_claimed made it
     spec_file.write_text(json.dumps(spec, indent=2), encoding="utf-8")
     log = Path(spec["dir"]) / "cell.log"
     with open(log, "w", encoding="utf-8") as out:
