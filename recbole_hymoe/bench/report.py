@@ -7,8 +7,8 @@ model's own host (a suite entry's ``host``), and against the best baseline in th
 the published figure an entry names; epochs to best, whether early stopping ended every cell
 (a cell whose best epoch lies within ``stopping_step`` of its last epoch was cut by the cap
 and is flagged), timing and memory columns; CSV and JSON of every cell; PNG plots of the
-validation learning curves and, for MoE models, expert usage by item-popularity tier and over
-epochs; for suites whose entries name a ``family``, a capacity table and plot (test NDCG@10
+validation learning curves, each multi-term loss's terms over epochs and, for MoE models, expert
+usage by item-popularity tier and over epochs; for suites whose entries name a ``family``, a capacity table and plot (test NDCG@10
 against parameters and against matrix work per training step, from ``run_speed --suite``'s
 ``speed.json`` in the same folder).
 """
@@ -320,6 +320,63 @@ def _cells_csv(cells):
     return buffer.getvalue()
 
 
+def loss_term_curves(rows):
+    """Each multi-term model's loss terms over epochs, mean over seeds (HM2Rec's VGAE terms, an MoE's balance loss).
+
+    Args:
+        rows (dict): label -> report row whose ``cells`` hold ``valid_history`` records with
+            ``train_loss_terms`` (each term summed over the epoch's batches).
+
+    Returns:
+        dict: label -> ``{"terms": [name per term], "epochs": [epoch], "values": [[mean per epoch] per term]}``
+        for rows where a term after the first is non-zero in some epoch; names come from the
+        model class's ``LOSS_TERMS`` (``term <i>`` where it has none); epochs up to the shortest seed's.
+    """
+    curves = {}
+    for label, row in rows.items():
+        runs = [[r for r in c["valid_history"] if r.get("train_loss_terms")] for c in row["cells"]]
+        runs = [run for run in runs if run]  # cells recorded before the terms were kept have none
+        if not runs or len(runs[0][0]["train_loss_terms"]) < 2:
+            continue
+        length = min(len(run) for run in runs)
+        values = np.mean([[r["train_loss_terms"] for r in run[:length]] for run in runs], axis=0)  # [epochs, terms]
+        if not np.any(values[:, 1:]):
+            continue
+        names = getattr(get_model(registry.resolve_model_name(row["cells"][0]["model"])), "LOSS_TERMS", ())
+        if len(names) != values.shape[1]:
+            names = [f"term {i + 1}" for i in range(values.shape[1])]
+        curves[label] = {"terms": list(names), "epochs": [r["epoch"] for r in runs[0][:length]],
+                         "values": values.T.tolist()}
+    return curves
+
+
+def plot_loss_terms(curves, dataset, out_dir):
+    """One row of panels per model of :func:`loss_term_curves`, one panel per term; the file name or None."""
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = max(len(c["terms"]) for c in curves.values())
+    fig, axes = plt.subplots(len(curves), width, figsize=(3.2 * width, 2.6 * len(curves)), squeeze=False)
+    for ax_row, (label, curve) in zip(axes, curves.items()):
+        for ax, name, values in zip(ax_row, curve["terms"], curve["values"]):
+            ax.plot(curve["epochs"], values, "o-", markersize=2)
+            ax.set_title(f"{label}: {name}", fontsize=7)
+            ax.set_xlabel("epoch", fontsize=7)
+            ax.tick_params(labelsize=6)
+        for ax in ax_row[len(curve["terms"]):]:
+            ax.axis("off")
+    fig.suptitle(f"Training loss terms on {dataset} (summed over an epoch's batches, mean over seeds)", fontsize=8)
+    fig.tight_layout()
+    name = f"loss_terms_{dataset}.png"
+    fig.savefig(out_dir / name, dpi=120)
+    plt.close(fig)
+    return name
+
+
 def plot_report(suite, summary, out_dir):
     """Learning curves per dataset; expert usage by popularity tier and over epochs per MoE model."""
     import matplotlib
@@ -342,6 +399,9 @@ def plot_report(suite, summary, out_dir):
         fig.savefig(out_dir / name, dpi=120)
         plt.close(fig)
         written.append(name)
+        name = plot_loss_terms(loss_term_curves(block["rows"]), dataset, out_dir)
+        if name:
+            written.append(name)
         for row in block["rows"].values():
             cell = row["cells"][0]
             if not cell.get("expert_usage_by_tier"):

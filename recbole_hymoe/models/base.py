@@ -144,6 +144,9 @@ class PluginSequentialRecommender(SequentialRecommender):
     """
 
     PARAMS = LOSS_PARAMS
+    # Names of the terms :meth:`calculate_loss` returns, in order (RecBole logs them as
+    # train_loss1, train_loss2, ...; suite reports plot them over epochs).
+    LOSS_TERMS = ("recommendation", "MoE balance")
 
     @classmethod
     def yaml_file(cls):

@@ -109,6 +109,7 @@ class HM2Rec(PluginSequentialRecommender):
     ablation (``yaml/bench/hm2rec-ablation-beauty.yaml``) decides the default.
     """
 
+    LOSS_TERMS = ("recommendation", "graph reconstruction λ_g·L_rec", "graph KL λ_g·β·L_KL", "MoE balance")
     PARAMS = (
         *MAMBA4REC_HOST_PARAMS,
         *MOE_PARAMS,

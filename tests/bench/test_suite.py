@@ -89,6 +89,7 @@ def test_smoke_suite_runs_every_model_reports_statistics_and_resumes(tmp_path, m
     assert rows["HyMoERec"]["host"] == "SASRec-equivalent" and rows["HyMoERec"]["p_vs_host"] is not None
     assert rows["HM2Rec"]["host"] == "Mamba4Rec" and rows["SASRec"]["p_vs_host"] is None
     assert "learning_curves_mini.png" in report["plots"] and "experts_mini_HyMoERec.png" in report["plots"]
+    assert "loss_terms_mini.png" in report["plots"]  # HM2Rec's graph terms, the MoE models' balance loss
     results = (tmp_path / "out" / "results.md").read_text()
     assert "| SASRec-equivalent | all_positions | 1 |" in results and "Best baseline:" in results
 
@@ -356,3 +357,30 @@ def test_capacity_table_and_plot_join_cells_with_speed_rows(tmp_path):
                           "| E8 | MoE | – | 41.5 | 52.2 | 0 | – |"]
     assert plot_capacity(rows, "mini", tmp_path) == "capacity_mini.png" and (tmp_path / "capacity_mini.png").stat().st_size
     assert plot_capacity(rows[2:], "none", tmp_path) is None and not (tmp_path / "capacity_none.png").exists()
+
+
+def test_report_plots_each_multi_term_loss_over_epochs_with_the_models_term_names(tmp_path):
+    from recbole_hymoe.bench.report import loss_term_curves, plot_loss_terms
+
+    def cell(model, terms):
+        return {"model": model, "valid_history": [{"epoch": e, "train_loss_terms": t} for e, t in enumerate(terms)]}
+
+    rows = {
+        "HM2Rec": {"cells": [cell("HM2Rec", [[10.0, 2.0, 0.5, 0.1], [8.0, 1.0, 0.7, 0.1], [7.0, 1.0, 0.9, 0.1]]),
+                             cell("HM2Rec", [[12.0, 4.0, 1.5, 0.3], [6.0, 3.0, 0.3, 0.1]])]},  # shorter seed
+        "SASRec-equivalent": {"cells": [cell("HyMoERec", [[9.0, 0.0], [8.0, 0.0]])]},  # balance term always 0
+        "SASRec": {"cells": [cell("SASRec", [[9.0], [8.0]])]},  # one term
+        "old cell": {"cells": [{"model": "HyMoERec", "valid_history": [{"epoch": 0}]}]},  # recorded before terms
+        "HyMoERec": {"cells": [{"model": "HyMoERec", "valid_history": [{"epoch": 0}]},  # a seed without terms first
+                               cell("HyMoERec", [[9.0, 0.5], [8.0, 0.25]])]},
+    }
+    curves = loss_term_curves(rows)
+    assert list(curves) == ["HM2Rec", "HyMoERec"]
+    assert curves["HyMoERec"] == {"terms": ["recommendation", "MoE balance"], "epochs": [0, 1],
+                                  "values": [[9.0, 8.0], [0.5, 0.25]]}
+    assert curves["HM2Rec"]["terms"] == ["recommendation", "graph reconstruction λ_g·L_rec", "graph KL λ_g·β·L_KL",
+                                         "MoE balance"]
+    assert curves["HM2Rec"]["epochs"] == [0, 1]
+    assert curves["HM2Rec"]["values"] == [[11.0, 7.0], [3.0, 2.0], [1.0, 0.5], [pytest.approx(0.2), 0.1]]
+    assert plot_loss_terms(curves, "mini", tmp_path) == "loss_terms_mini.png" and (tmp_path / "loss_terms_mini.png").stat().st_size
+    assert plot_loss_terms({}, "none", tmp_path) is None and not (tmp_path / "loss_terms_none.png").exists()
