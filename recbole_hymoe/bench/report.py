@@ -8,9 +8,9 @@ the published figure an entry names; epochs to best, whether early stopping ende
 (a cell whose best epoch lies within ``stopping_step`` of its last epoch was cut by the cap
 and is flagged), timing and memory columns; CSV and JSON of every cell; PNG plots of the
 validation learning curves, each multi-term loss's terms over epochs and, for MoE models, expert
-usage by item-popularity tier and over epochs; for suites whose entries name a ``family``, a capacity table and plot (test NDCG@10
-against parameters and against matrix work per training step, from ``run_speed --suite``'s
-``speed.json`` in the same folder).
+usage by item-popularity tier and over epochs; for suites whose entries name a ``family``, a
+capacity table and plot (test NDCG@10 against parameters and against matrix work per training
+step, from ``run_speed --suite``'s ``speed.json`` in the same folder).
 """
 
 import csv

@@ -382,5 +382,6 @@ def test_report_plots_each_multi_term_loss_over_epochs_with_the_models_term_name
                                          "MoE balance"]
     assert curves["HM2Rec"]["epochs"] == [0, 1]
     assert curves["HM2Rec"]["values"] == [[11.0, 7.0], [3.0, 2.0], [1.0, 0.5], [pytest.approx(0.2), 0.1]]
-    assert plot_loss_terms(curves, "mini", tmp_path) == "loss_terms_mini.png" and (tmp_path / "loss_terms_mini.png").stat().st_size
+    assert plot_loss_terms(curves, "mini", tmp_path) == "loss_terms_mini.png"
+    assert (tmp_path / "loss_terms_mini.png").stat().st_size
     assert plot_loss_terms({}, "none", tmp_path) is None and not (tmp_path / "loss_terms_none.png").exists()
