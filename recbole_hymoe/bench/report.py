@@ -378,7 +378,7 @@ def plot_loss_terms(curves, dataset, out_dir):
 
 
 def plot_report(suite, summary, out_dir):
-    """Learning curves per dataset; expert usage by popularity tier and over epochs per MoE model."""
+    """Learning curves and loss terms per dataset; expert usage by popularity tier and over epochs per MoE model."""
     import matplotlib
 
     matplotlib.use("Agg")
