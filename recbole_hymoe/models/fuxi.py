@@ -7,7 +7,8 @@ References:
     and Mixture-of-Experts." arXiv 2510.25285 ("Fuxi-MME"); no code is public.
 
 Glossary: B batch, L ``MAX_ITEM_LIST_LENGTH``, d ``hidden_size``, M ``n_embedding_sets``,
-W = d / M block width, E ``moe_num_experts``, K ``moe_top_k``.
+W = d / M block width, I the width head and SwiGLU sizes derive from (d, or W with
+``set_inner_widths: split``), E ``moe_num_experts``, K ``moe_top_k``.
 """
 
 import math
@@ -25,6 +26,7 @@ from recbole_hymoe.nn.moe import Experts, LinearExperts
 from recbole_hymoe.nn.relative_bias import next_event_time_deltas, time_buckets
 
 MIN_SET_WIDTH = 16
+SET_INNER_WIDTHS = ("host", "split")  # Fuxi-MME: head and SwiGLU widths from d, or from d / M
 
 
 class FuXiAlpha(PluginSequentialRecommender):
@@ -67,12 +69,17 @@ class FuXiAlpha(PluginSequentialRecommender):
         return 1
 
     @classmethod
+    def inner_width(cls, values):
+        """Width I that default head widths (I / n_heads) and the SwiGLU width (ffn_multiply · I) scale."""
+        return values["hidden_size"]
+
+    @classmethod
     def check_values(cls, values):
         problems = super().check_values(values)
-        width = values["hidden_size"] // cls.n_sets(values)
+        width = cls.inner_width(values)
         for key in ("qk_head_dim", "v_head_dim"):
             if values[key] is None and width % values["n_heads"]:
-                problems.append(f"{key}=~ needs n_heads={values['n_heads']} to divide the block width {width}; "
+                problems.append(f"{key}=~ needs n_heads={values['n_heads']} to divide the width {width}; "
                                 f"set {key} explicitly")
         return problems
 
@@ -96,9 +103,10 @@ class FuXiAlpha(PluginSequentialRecommender):
                 "set use_time_channel=False"
             )
         n_heads = hp["n_heads"]
-        qk_dim = hp["qk_head_dim"] or self.width // n_heads
-        v_dim = hp["v_head_dim"] or self.width // n_heads
-        ffn_inner = max(1, round(hp["ffn_multiply"] * self.width))
+        inner = self.inner_width(hp)
+        qk_dim = hp["qk_head_dim"] or inner // n_heads
+        v_dim = hp["v_head_dim"] or inner // n_heads
+        ffn_inner = max(1, round(hp["ffn_multiply"] * inner))
         self.num_time_buckets = hp["num_time_buckets"] if self.use_time else 0
 
         # build modules
@@ -202,6 +210,14 @@ class FuxiMME(FuXiAlpha):
           input, the set embedding added to the router input (``moe_router_set_embedding``), the
           Switch balance loss (λ = 0.01) and the concatenation merge are our design;
         - the d-wide absolute position table is split into M chunks like the item table;
+        - ``set_inner_widths: host`` (default): only the residual stream is d/M wide; each stream's
+          attention heads (d_qk = d_v = d / n_heads) and SwiGLU or expert inner width
+          (``ffn_multiply`` · d) keep FuXi-α's sizes at the same d (a dense block at d = 50,
+          M = 2 holds 15.3k parameters, FuXi-α's 30.3k, ``split`` — every width divided by M —
+          7.8k). The paper fixes neither; FuXi-α's official config sets d_qk = d_v apart from d.
+          Chosen on Beauty (``results/bench/fuxi-mme-ablation-beauty``, seed
+          2020): ``split`` stopped at best epoch 30 and tested 2.1 % below FuXi-α, ``host``
+          trained to epoch 96 and tested level with it (−0.2 %);
         - the package's one MoE layer is used (renormalised top-K gates, dropless dispatch).
         ``n_embedding_sets: 1`` with ``moe_num_experts: 0`` is exactly FuXi-α.
     """
@@ -211,11 +227,18 @@ class FuxiMME(FuXiAlpha):
         Param("moe_target", Choice(*MOE_TARGETS)),
         *MOE_PARAMS,
         Param("moe_router_set_embedding", Boolean()),
+        Param("set_inner_widths", Choice(*SET_INNER_WIDTHS)),
     )
 
     @classmethod
     def n_sets(cls, values):
         return values["n_embedding_sets"]
+
+    @classmethod
+    def inner_width(cls, values):
+        if values["set_inner_widths"] == "split":
+            return values["hidden_size"] // values["n_embedding_sets"]
+        return values["hidden_size"]
 
     @classmethod
     def check_values(cls, values):

@@ -94,6 +94,21 @@ def test_fuxi_mme_with_one_set_and_no_experts_is_fuxi_alpha(overrides, data):
     assert loss_alpha[0].item() == pytest.approx(loss_mme[0].item(), abs=1e-5)
 
 
+def test_set_inner_widths_scales_heads_and_swiglu_with_d_or_with_d_over_m(overrides, data):
+    """d = 32, M = 2, two heads: streams 16 wide; 'host' heads 32 / 2 and SwiGLU 32, 'split' 16 / 2 and 16."""
+    def shapes(**extra):
+        model = build_model(FuxiMME, overrides, data[2]._dataset, moe_num_experts=0, **extra)
+        return {name: tuple(p.shape) for name, p in model.blocks[0].named_parameters()}
+
+    host, split = shapes(), shapes(set_inner_widths="split")
+    # W_uvqk: u gates the three channels (3 · heads · d_v), then v, q, k (heads · d each)
+    assert host["uvqk.weight"] == (3 * 2 * 16 + 3 * 2 * 16, 16) and host["w_1.weight"] == (32, 16)
+    assert split["uvqk.weight"] == (3 * 2 * 8 + 3 * 2 * 8, 16) and split["w_1.weight"] == (16, 16)
+    assert host["w_o.weight"] == (16, 3 * 2 * 16)  # the AMS output reads the three channels of every head
+    # 'split' with the head and SwiGLU widths set by hand builds the 'host' model exactly
+    assert shapes(set_inner_widths="split", qk_head_dim=16, v_head_dim=16, ffn_multiply=2.0) == host
+
+
 def test_the_temporal_channel_reads_the_timestamps(overrides, data):
     model = build_model(FuXiAlpha, overrides, data[2]._dataset).eval()
     batch = first_batch(data[2])
@@ -142,7 +157,9 @@ def test_every_moe_target_trains_its_experts_and_router(overrides, data):
      ({"moe_top_k": 3, "moe_num_experts": 2}, "moe_top_k=3"),
      ({"moe_target": "uvqk"}, "moe_target='uvqk'"),
      ({"ffn_single_stage": True}, "moe_target='ffn' replaces the SwiGLU stage"),
-     ({"n_heads": 3}, "n_heads=3 to divide the block width 16")],
+     ({"n_heads": 3}, "n_heads=3 to divide the width 32"),
+     ({"n_heads": 3, "set_inner_widths": "split"}, "n_heads=3 to divide the width 16"),
+     ({"set_inner_widths": "half"}, "set_inner_widths='half'")],
 )
 def test_bad_fuxi_mme_settings_fail_in_config(overrides, extra, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
