@@ -23,7 +23,11 @@ import numpy as np
 import torch
 from recbole.evaluator.metrics import MRR, NDCG, Hit
 
+import recbole
+import yaml
+
 import recbole_hymoe  # noqa: F401  (repairs RecBole, registers the models)
+from recbole_hymoe import registry
 from recbole_hymoe.compat import clean_argv
 from recbole_hymoe.config import Config
 from recbole_hymoe.nn.moe import SparseMoE
@@ -183,12 +187,31 @@ def run_cell(spec):
         "expert_usage_by_tier": usage,
         "tiers": [name for name, _ in POPULARITY_TIERS],
         "overrides": spec["overrides"],
+        "model_settings": model_settings(config),
         "config_files": [portable(path) for path in spec.get("config_files") or []],
         "versions": versions(),
     }
     np.savez_compressed(cell_dir / PER_USER_FILE, **per_user)
     write_atomic(cell_dir / RESULT_FILE, json.dumps(result, indent=2, default=str))
     return result
+
+
+def model_settings(config):
+    """The values ``config`` resolves for every key its model's defaults file sets (ours or RecBole's).
+
+    A cell records them so that a later change of a model default (not only of a suite's overrides)
+    shows up as a difference against the settings a suite would now give the cell.
+
+    Returns:
+        dict: key -> value, as JSON would store it.
+    """
+    name = config["model"]
+    if registry.is_plugin_model(name):
+        path = Path(registry.model_yaml(name))
+    else:
+        path = Path(recbole.__file__).parent / "properties" / "model" / f"{name}.yaml"
+    keys = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    return json.loads(json.dumps({key: config[key] for key in sorted(keys)}, default=str))
 
 
 def main(argv=None):

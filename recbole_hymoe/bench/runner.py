@@ -20,9 +20,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from recbole_hymoe.bench.cell import RESULT_FILE
+from recbole_hymoe.bench.cell import RESULT_FILE, model_settings
 from recbole_hymoe.bench.report import write_report
 from recbole_hymoe.bench.suite import Suite
+from recbole_hymoe.compat import clean_argv
+from recbole_hymoe.config import Config
 from recbole_hymoe.errors import ConfigError
 from recbole_hymoe.paths import portable
 from recbole_hymoe.utils import init_ray
@@ -38,9 +40,13 @@ def check_recorded_cells(specs):
     """Refuse cells whose saved result was computed under other settings than the suite gives them now.
 
     A finished cell is never run again, so after a suite entry's model, config files or overrides
-    change its old result would otherwise stand in the table beside cells run under the new
-    settings. (Edits inside a config file are not seen: a suite names its settings files, so
-    changing one is changing every cell that reads it.)
+    change, or a default in the model's defaults file, its old result would otherwise stand in the
+    table beside cells run under the new settings. Defaults are compared where the cell recorded
+    them (``model_settings``; cells recorded before that are checked on the rest); a key added to
+    a defaults file after a cell ran is not compared, so a new key's default must keep the old
+    behaviour or the cells it changes be withdrawn by hand. (Edits inside a suite's own config
+    file are not seen: a suite names its settings files, so changing one is changing every cell
+    that reads it.)
 
     Args:
         specs (list[dict]): cell specs of :meth:`~recbole_hymoe.bench.suite.Suite.cells`.
@@ -49,12 +55,22 @@ def check_recorded_cells(specs):
         ConfigError: naming each such cell, what differs, and the two ways out.
     """
     problems = []
+    settings_now = {}  # the cells of one entry differ only in their seed
     for spec in specs:
         result_file = Path(spec["dir"]) / RESULT_FILE
         if not result_file.is_file():
             continue
         recorded = json.loads(result_file.read_text(encoding="utf-8"))
         differences = []
+        if "model_settings" in recorded:
+            entry = json.dumps([spec["model"], spec["dataset"], spec["config_files"], spec["overrides"]], default=str)
+            if entry not in settings_now:
+                with clean_argv():
+                    config = Config(spec["model"], spec["dataset"], spec["config_files"], spec["overrides"])
+                settings_now[entry] = model_settings(config)
+            was, now = recorded["model_settings"], settings_now[entry]
+            differences += [f"default {key} {was[key]!r} -> {now[key]!r}"
+                            for key in sorted(set(was) & set(now)) if was[key] != now[key]]
         if recorded.get("model") != spec["model"]:
             differences.append(f"model {recorded.get('model')!r} -> {spec['model']!r}")
         files = [portable(path) for path in spec["config_files"]]  # as the cell recorded them

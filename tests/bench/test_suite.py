@@ -217,6 +217,29 @@ def test_a_recorded_cell_under_changed_settings_is_refused_naming_what_changed(t
     assert again["skipped"] == 1  # a settings file outside the working directory is recorded by name, and matches
 
 
+def test_a_recorded_cell_whose_model_default_changed_since_is_refused(tmp_path, mini_data_path):
+    """A default in the model's defaults file that differs from the one the cell recorded is named."""
+    from recbole_hymoe.bench.cell import RESULT_FILE, model_settings
+    from recbole_hymoe.config import Config
+
+    files, overrides = ["yaml/protocol/loo-full.yaml"], {"data_path": str(mini_data_path), "state": "ERROR"}
+    now = model_settings(Config("FuxiMME", "mini", files, overrides))
+    assert now["set_inner_widths"] == "host" and now["n_embedding_sets"] == 2 and "seed" not in now
+    assert model_settings(Config("SASRec", "mini", files, overrides))["hidden_size"] == 64  # RecBole's file
+    spec = {"label": "FuxiMME", "model": "FuxiMME", "dataset": "mini", "seed": 1, "config_files": files,
+            "overrides": overrides, "dir": str(tmp_path)}
+    recorded = {"model": "FuxiMME", "config_files": files, "overrides": overrides,
+                "model_settings": {**now, "set_inner_widths": "split", "a_key_since_removed": 1}}
+    (tmp_path / RESULT_FILE).write_text(json.dumps(recorded))
+    with pytest.raises(ConfigError, match=r"FuxiMME on mini, seed 1 .*: default set_inner_widths 'split' -> 'host'$"):
+        runner.check_recorded_cells([spec])
+    (tmp_path / RESULT_FILE).write_text(json.dumps({**recorded, "model_settings": now}))
+    runner.check_recorded_cells([spec])  # same defaults: accepted
+    del recorded["model_settings"]  # recorded before cells kept their defaults: checked on the rest
+    (tmp_path / RESULT_FILE).write_text(json.dumps(recorded))
+    runner.check_recorded_cells([spec])
+
+
 @pytest.mark.integration
 def test_a_cell_cut_mid_training_continues_to_the_uninterrupted_result(tmp_path, mini_data_path):
     from recbole_hymoe.bench.cell import RESULT_FILE, run_cell
