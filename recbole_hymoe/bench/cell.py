@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from recbole.evaluator.metrics import MRR, NDCG, Hit
-
 import recbole
+import torch
 import yaml
+from recbole.evaluator.metrics import MRR, NDCG, Hit
 
 import recbole_hymoe  # noqa: F401  (repairs RecBole, registers the models)
 from recbole_hymoe import registry

@@ -215,9 +215,9 @@ class FuxiMME(FuXiAlpha):
           (``ffn_multiply`` · d) keep FuXi-α's sizes at the same d (a dense block at d = 50,
           M = 2 holds 15.3k parameters, FuXi-α's 30.3k, ``split`` — every width divided by M —
           7.8k). The paper fixes neither; FuXi-α's official config sets d_qk = d_v apart from d.
-          Chosen on Beauty (``results/bench/fuxi-mme-ablation-beauty``, seed
-          2020): ``split`` stopped at best epoch 30 and tested 2.1 % below FuXi-α, ``host``
-          trained to epoch 96 and tested level with it (−0.2 %);
+          Chosen on Beauty (``results/bench/fuxi-mme-ablation-beauty``, seed 2020): ``split``
+          stopped at best epoch 30 and tested 2.1 % below FuXi-α, ``host`` trained to epoch 96
+          and tested level with it (−0.2 %);
         - the package's one MoE layer is used (renormalised top-K gates, dropless dispatch).
         ``n_embedding_sets: 1`` with ``moe_num_experts: 0`` is exactly FuXi-α.
     """
