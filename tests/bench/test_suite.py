@@ -408,3 +408,15 @@ def test_report_plots_each_multi_term_loss_over_epochs_with_the_models_term_name
     assert plot_loss_terms(curves, "mini", tmp_path) == "loss_terms_mini.png"
     assert (tmp_path / "loss_terms_mini.png").stat().st_size
     assert plot_loss_terms({}, "none", tmp_path) is None and not (tmp_path / "loss_terms_none.png").exists()
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "yaml" / "bench").glob("*.yaml")
+                                        if (REPO / "results" / "bench" / p.stem).is_dir()))
+def test_every_committed_cell_has_the_settings_its_suite_gives_it_now(path, monkeypatch):
+    # A suite edited after its cells ran (or a record moved to another row) must not table them
+    # under the new settings: the committed records are checked as run_bench would check them.
+    monkeypatch.chdir(REPO)
+    suite = Suite(yaml.safe_load((REPO / path).read_text(encoding="utf-8")), source=path)
+    specs = suite.cells(REPO / "results" / "bench" / suite.name, extra={"data_path": "data-not-needed"})
+    assert any((Path(spec["dir"]) / "result.json").is_file() for spec in specs)
+    runner.check_recorded_cells(specs)
