@@ -29,6 +29,7 @@ from recbole.utils import ModelType
 from recbole_hymoe.errors import UnknownModelError
 from recbole_hymoe.paths import YAML_DIR
 
+RECBOLE_MODEL_DIR = Path(recbole.__file__).parent / "properties" / "model"  # one defaults YAML per built-in
 _KIND_PACKAGES = {
     ModelType.GENERAL: "general_recommender",
     ModelType.CONTEXT: "context_aware_recommender",
@@ -109,8 +110,7 @@ def plugin_models():
 
 def builtin_models():
     """Return the names of RecBole's built-in models (one default YAML each), sorted."""
-    model_dir = Path(recbole.__file__).parent / "properties" / "model"
-    return sorted(p.stem for p in model_dir.glob("*.yaml") if p.stem not in ("lightgbm", "xgboost"))
+    return sorted(p.stem for p in RECBOLE_MODEL_DIR.glob("*.yaml") if p.stem not in ("lightgbm", "xgboost"))
 
 
 def is_plugin_model(name):
@@ -124,8 +124,9 @@ def model_class(name):
 
 
 def model_yaml(name):
-    """Return the default YAML path of plugin model ``name``."""
-    return _yaml_files[name]
+    """Return the default YAML path of model ``name`` (canonical name): ours for a plugin model,
+    RecBole's for a built-in one (a model without defaults may have none)."""
+    return _yaml_files[name] if name in _models else RECBOLE_MODEL_DIR / f"{name}.yaml"
 
 
 def resolve_model_name(name):

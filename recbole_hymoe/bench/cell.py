@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import recbole
 import torch
 import yaml
 from recbole.evaluator.metrics import MRR, NDCG, Hit
@@ -204,11 +203,7 @@ def model_settings(config):
     Returns:
         dict: key -> value, as JSON would store it.
     """
-    name = config["model"]
-    if registry.is_plugin_model(name):
-        path = Path(registry.model_yaml(name))
-    else:
-        path = Path(recbole.__file__).parent / "properties" / "model" / f"{name}.yaml"
+    path = Path(registry.model_yaml(config["model"]))
     keys = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
     return json.loads(json.dumps({key: config[key] for key in sorted(keys)}, default=str))
 
