@@ -50,8 +50,9 @@ class MoETrainer(Trainer):
     Per MoE layer it logs α (and the model's w(t)), each expert's token share and mean gate
     and the usage entropy, to RecBole's log and to tensorboard (``MoE/<layer>/…``), and warns
     when one expert takes more than 80 % of the real tokens (expert collapse, the failure the
-    HyMoERec paper's balance loss is there to prevent). ``moe_history`` keeps one record per
-    epoch for the run folder.
+    HyMoERec paper's balance loss is there to prevent). A model's other per-epoch telemetry
+    (HM2Rec's ``graph``: how much of the item table the graph carries) is logged beside it
+    (``Graph/…``). ``moe_history`` keeps one record per epoch for the run folder.
 
 
     It also trains RecBole's built-in SASRec, GRU4Rec, NARM and BERT4Rec in the ``all_positions``
@@ -73,12 +74,12 @@ class MoETrainer(Trainer):
         self.length_grouped_slots = LENGTH_GROUPED_BUILTINS.get(config["model"])  # None: RecBole's loop
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        has_moe = hasattr(self.model, "moe_layers") and self.model.moe_layers()
-        if has_moe:
+        has_telemetry = hasattr(self.model, "has_telemetry") and self.model.has_telemetry()
+        if has_telemetry:
             self.model.reset_moe_usage()
         losses = super()._train_epoch(train_data, epoch_idx, loss_func or self.batch_loss, show_progress)
         release_free_memory()  # keeps resident memory flat over epochs (recbole_hymoe.allocator)
-        if has_moe:
+        if has_telemetry:
             self._log_moe_telemetry(epoch_idx, self.model.moe_telemetry())
         return losses
 
@@ -132,7 +133,11 @@ class MoETrainer(Trainer):
                     f"real tokens (> {COLLAPSE_SHARE:.0%}); the experts are collapsing — consider "
                     "a larger moe_balance_weight"
                 )
-        self.logger.info(set_color(f"epoch {epoch_idx} experts", "green") + ": " + "; ".join(lines))
+        for key, value in telemetry.get("graph", {}).items():
+            self.tensorboard.add_scalar(f"Graph/{key}", value, epoch_idx)
+        if "graph" in telemetry:
+            lines.append("graph: " + ", ".join(f"{key} {value:.4f}" for key, value in telemetry["graph"].items()))
+        self.logger.info(set_color(f"epoch {epoch_idx} telemetry", "green") + ": " + "; ".join(lines))
 
 
 def build_trainer(config, model):

@@ -377,8 +377,66 @@ def plot_loss_terms(curves, dataset, out_dir):
     return name
 
 
+def graph_curves(rows):
+    """HM2Rec's graph telemetry over epochs, mean over seeds, for the rows that record it.
+
+    Args:
+        rows (dict): label -> report row whose ``cells`` hold ``moe_telemetry`` records with a
+            ``graph`` entry (:meth:`recbole_hymoe.models.hm2rec.HM2Rec.graph_telemetry`).
+
+    Returns:
+        dict: label -> ``{"epochs": [epoch], <key>: [mean per epoch]}`` for every key all its
+        seeds record; epochs up to the shortest seed's; rows without the telemetry are left out.
+    """
+    curves = {}
+    for label, row in rows.items():
+        runs = [[t for t in c.get("moe_telemetry") or [] if "graph" in t] for c in row["cells"]]
+        runs = [run for run in runs if run]  # cells recorded before the graph telemetry have none
+        if not runs:
+            continue
+        length = min(len(run) for run in runs)
+        keys = set.intersection(*(set(run[0]["graph"]) for run in runs))
+        curve = {"epochs": [t["epoch"] for t in runs[0][:length]]}
+        for key in sorted(keys):
+            curve[key] = np.mean([[t["graph"][key] for t in run[:length]] for run in runs], axis=0).tolist()
+        curves[label] = curve
+    return curves
+
+
+def plot_graph_curves(curves, dataset, out_dir):
+    """Panels of :func:`graph_curves`: the graph term against the ID rows, and the sampled noise; the file name or None."""
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("graph term / ID row (mean norms)", lambda c: np.divide(c["graph_norm"], c["id_norm"])
+               if "id_norm" in c else None),
+              ("sampled noise / table (Frobenius)", lambda c: c.get("noise_ratio")))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2))
+    for ax, (title, value) in zip(axes, panels):
+        for label, curve in curves.items():
+            values = value(curve)
+            if values is not None:
+                ax.plot(curve["epochs"], values, "o-", markersize=2, label=label)
+        ax.set(xlabel="epoch", title=title)
+        ax.title.set_fontsize(8)
+        if ax.lines:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"How much of the item table the graph carries on {dataset} (end of each epoch, mean over seeds)",
+                 fontsize=8)
+    fig.tight_layout()
+    name = f"graph_parts_{dataset}.png"
+    fig.savefig(out_dir / name, dpi=120)
+    plt.close(fig)
+    return name
+
+
 def plot_report(suite, summary, out_dir):
-    """Learning curves and loss terms per dataset; expert usage by popularity tier and over epochs per MoE model."""
+    """Learning curves, loss terms and graph telemetry per dataset; expert usage by popularity tier and over
+    epochs per MoE model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -399,9 +457,10 @@ def plot_report(suite, summary, out_dir):
         fig.savefig(out_dir / name, dpi=120)
         plt.close(fig)
         written.append(name)
-        name = plot_loss_terms(loss_term_curves(block["rows"]), dataset, out_dir)
-        if name:
-            written.append(name)
+        for name in (plot_loss_terms(loss_term_curves(block["rows"]), dataset, out_dir),
+                     plot_graph_curves(graph_curves(block["rows"]), dataset, out_dir)):
+            if name:
+                written.append(name)
         for row in block["rows"].values():
             cell = row["cells"][0]
             if not cell.get("expert_usage_by_tier"):

@@ -331,6 +331,10 @@ class PluginSequentialRecommender(SequentialRecommender):
         """Return ``[(name, SparseMoE)]`` for every MoE layer of the model."""
         return [(name, m) for name, m in self.named_modules() if isinstance(m, SparseMoE)]
 
+    def has_telemetry(self):
+        """Whether the trainer logs :meth:`moe_telemetry` after each epoch (here: the model has MoE layers)."""
+        return bool(self.moe_layers())
+
     def moe_alphas(self):
         """Return ``{moe layer name: α}`` for models that scale their MoE branch (else empty)."""
         return {}

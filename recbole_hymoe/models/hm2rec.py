@@ -105,8 +105,10 @@ class HM2Rec(PluginSequentialRecommender):
     training (``sample``, the default) and μ in evaluation; Kipf & Welling's own code uses z only
     in the edge decoder and μ downstream (``mean``). At initialisation the sampled noise ‖W_g σε‖
     is ≈ 80 % of the ID rows' norm and ≈ 9× the graph signal ‖W_g μ‖ (Beauty), so ``sample``
-    trains under heavy noise on every item's logit that evaluation never sees; the Beauty
-    ablation (``yaml/bench/hm2rec-ablation-beauty.yaml``) decides the default.
+    trains under heavy noise on every item's logit that evaluation never sees — early on: σ
+    shrinks in training, to 4 % of the table's norm at the best epoch of a Beauty run
+    (:meth:`graph_telemetry`); the Beauty ablation (``yaml/bench/hm2rec-ablation-beauty.yaml``)
+    decides the default.
     """
 
     LOSS_TERMS = ("recommendation", "graph reconstruction λ_g·L_rec", "graph KL λ_g·β·L_KL", "MoE balance")
@@ -258,6 +260,70 @@ class HM2Rec(PluginSequentialRecommender):
         if not self.training and not torch.is_grad_enabled():
             self._eval_table = table
         return table
+
+    # ----------------------------------------------------------------------------- telemetry
+    def has_telemetry(self):
+        """MoE layers or the graph: either gives the trainer something to log each epoch."""
+        return super().has_telemetry() or self.use_graph
+
+    def moe_telemetry(self):
+        """The experts' telemetry plus ``graph`` (:meth:`graph_telemetry`) when the graph is on."""
+        telemetry = super().moe_telemetry()
+        if self.use_graph:
+            telemetry["graph"] = self.graph_telemetry()
+        return telemetry
+
+    @torch.no_grad()
+    def graph_telemetry(self):
+        """How much of the fused item table ẽ the graph carries, as means over the real items.
+
+        ``id_norm`` ‖E_id[i]‖ and ``graph_norm`` the graph term's norm (``add``: ‖W_g μ_i‖,
+        ``gate``: ‖(1 - λ_i) ⊙ W_g μ_i‖, ``replace``: ‖μ_i‖), the part evaluation fuses;
+        ``table_norm`` ‖ẽ_i‖; with ``vgae_fusion_latent: sample`` the sampled part a training
+        step adds on top, as its root mean square ``noise_norm`` = sqrt(Σ_k s_k² Σ_j W_kj² σ_ij²)
+        (exact, no draw, so the random streams are untouched; ``gate`` takes λ at μ) and
+        ``noise_ratio``, the whole table's: RMS ‖noise‖_F / ‖ẽ‖_F (rows of items the training graph
+        never saw may be 0); ``gate`` the mean λ; ``curvature`` c when learned.
+        Without the VGAE, μ is the HGCN output.
+        """
+        c = self.curvature()
+        adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
+        weight = self.node_embedding.weight  # [N, H]
+        latent = self.hgcn(adj, weight, c, adj_t).to(weight.dtype)  # [N, H]
+        variance = None  # [N, H]: σ² of the sampled latent, when training fuses the sample
+        if self.vgae is not None:
+            latent, logstd = self.vgae.encode(adj, latent, adj_t)
+            if not self.fuse_mean:
+                variance = (2 * logstd).exp()
+        item_latent = latent[self.graph.num_users:]  # [I, H], row 0 the padding item
+        table = self.fuse(item_latent)[1:]  # [I-1, H]
+        stats = {}
+        if self.fusion == "replace":
+            graph_part, scale = item_latent, None
+        else:
+            ids = self.item_embedding.weight
+            stats["id_norm"] = ids[1:].norm(dim=1).mean()
+            graph_part = self.graph_proj(item_latent)  # [I, H]
+            scale = None
+            if self.fusion == "gate":
+                gate = torch.sigmoid(self.fusion_gate(torch.cat([ids, item_latent], dim=-1)))  # [I, H]
+                stats["gate"] = gate[1:].mean()
+                scale = 1.0 - gate
+                graph_part = scale * graph_part
+        stats["graph_norm"] = graph_part[1:].norm(dim=1).mean()
+        stats["table_norm"] = table.norm(dim=1).mean()
+        if variance is not None:
+            variance = variance[self.graph.num_users:]  # [I, H] per latent dimension j
+            if self.fusion != "replace":
+                variance = variance @ self.graph_proj.weight.square().t()  # [I, H] per table dimension k
+            if scale is not None:
+                variance = variance * scale.square()
+            noise = variance[1:].sum(dim=1).sqrt()  # [I-1]
+            stats["noise_norm"] = noise.mean()
+            stats["noise_ratio"] = noise.square().sum().sqrt() / table.norm()
+        if self.log_curvature is not None:
+            stats["curvature"] = c
+        return {key: float(value) for key, value in stats.items()}
 
     def train(self, mode=True):
         """Set the mode and drop the evaluation cache (weights change in training)."""

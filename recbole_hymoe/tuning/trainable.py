@@ -83,9 +83,9 @@ def train_recbole(trial_config):
         metrics = {"valid_score": float(valid_score), "epoch": epoch,
                    "best_valid_score": float(trainer.best_valid_score),
                    **{f"valid_{name}": value for name, value in record["valid_result"].items()}}
-        if getattr(trainer, "moe_history", None):
-            layers = trainer.moe_history[-1]["layers"].values()
-            metrics["moe_usage_entropy"] = sum(s["usage_entropy"] for s in layers) / max(1, len(layers))
+        layers = trainer.moe_history[-1]["layers"].values() if getattr(trainer, "moe_history", None) else ()
+        if layers:
+            metrics["moe_usage_entropy"] = sum(s["usage_entropy"] for s in layers) / len(layers)
         _write_status(trial_dir, reason="running", epochs_done=epoch + 1, best_model=best_model_file, params=params)
         with tempfile.TemporaryDirectory() as folder:
             trainer._save_checkpoint(epoch, verbose=False, saved_model_file=str(Path(folder) / TRAINER_FILE))

@@ -420,3 +420,29 @@ def test_every_committed_cell_has_the_settings_its_suite_gives_it_now(path, monk
     specs = suite.cells(REPO / "results" / "bench" / suite.name, extra={"data_path": "data-not-needed"})
     assert any((Path(spec["dir"]) / "result.json").is_file() for spec in specs)
     runner.check_recorded_cells(specs)
+
+
+def test_report_plots_the_graph_telemetry_mean_over_seeds(tmp_path):
+    from recbole_hymoe.bench.report import graph_curves, plot_graph_curves
+
+    def cell(*graphs):
+        return {"moe_telemetry": [{"epoch": e, "layers": {}, **({"graph": g} if g else {})} for e, g in enumerate(graphs)]}
+
+    rows = {
+        "HM2Rec": {"cells": [cell({"id_norm": 1.0, "graph_norm": 0.5, "noise_ratio": 0.4},
+                                  {"id_norm": 1.0, "graph_norm": 1.0, "noise_ratio": 0.2},
+                                  {"id_norm": 1.0, "graph_norm": 2.0, "noise_ratio": 0.1}),
+                             cell({"id_norm": 3.0, "graph_norm": 1.5, "noise_ratio": 0.6},
+                                  {"id_norm": 1.0, "graph_norm": 3.0, "noise_ratio": 0.0})]},  # a shorter seed
+        "HM2Rec fusion replace": {"cells": [cell({"graph_norm": 0.5, "table_norm": 0.5})]},  # no ID rows, no noise
+        "HyMoERec": {"cells": [{"moe_telemetry": [{"epoch": 0, "layers": {"moe": {}}}]}]},  # experts only
+        "old cell": {"cells": [cell(None, None), {}]},  # recorded before the graph telemetry
+    }
+    curves = graph_curves(rows)
+    assert list(curves) == ["HM2Rec", "HM2Rec fusion replace"]
+    assert curves["HM2Rec"] == {"epochs": [0, 1], "graph_norm": [1.0, 2.0], "id_norm": [2.0, 1.0],
+                                "noise_ratio": [0.5, 0.1]}
+    assert curves["HM2Rec fusion replace"] == {"epochs": [0], "graph_norm": [0.5], "table_norm": [0.5]}
+    assert plot_graph_curves(curves, "mini", tmp_path) == "graph_parts_mini.png"
+    assert (tmp_path / "graph_parts_mini.png").stat().st_size
+    assert plot_graph_curves({}, "none", tmp_path) is None and not (tmp_path / "graph_parts_none.png").exists()

@@ -267,3 +267,58 @@ def test_evaluation_caches_the_item_table_until_train(overrides, data, monkeypat
 def test_bad_settings_fail_in_config_naming_the_key(overrides, extra, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         Config("HM2Rec", "mini", config_dict={**overrides, **extra})
+
+
+@pytest.mark.parametrize("fusion", ["add", "gate", "replace"])
+def test_graph_telemetry_measures_the_table_parts_and_draws_nothing(overrides, data, fusion):
+    model = build_model(HM2Rec, overrides, data[2]._dataset, fusion=fusion)
+    rng = torch.get_rng_state()
+    stats = model.graph_telemetry()
+    assert torch.equal(torch.get_rng_state(), rng)  # the runs' random streams are untouched
+    with torch.no_grad():
+        model.eval()
+        table = model.item_table()[1:]  # [I-1, H], μ fused
+        mu = model.graph_forward(with_loss=False).item_latent  # [I, H]
+        model.train()
+        draws = torch.stack([model.graph_forward(with_loss=False).item_latent for _ in range(2000)])  # [D, I, H]
+    assert stats["table_norm"] == pytest.approx(table.norm(dim=1).mean().item(), rel=1e-6)
+    assert ("id_norm" in stats) == (fusion != "replace") and ("gate" in stats) == (fusion == "gate")
+    if fusion == "replace":
+        graph_part, noise = mu, draws - mu
+    else:
+        graph_part = model.graph_proj(mu)
+        noise = model.graph_proj(draws - mu)  # W_g σε, linear in the sample
+        assert stats["id_norm"] == pytest.approx(model.item_embedding.weight[1:].norm(dim=1).mean().item(), rel=1e-6)
+    if fusion == "gate":
+        gate = torch.sigmoid(model.fusion_gate(torch.cat([model.item_embedding.weight, mu], dim=-1)))
+        graph_part, noise = (1 - gate) * graph_part, (1 - gate) * noise  # λ held at μ, as documented
+        assert stats["gate"] == pytest.approx(gate[1:].mean().item(), rel=1e-6)
+    assert stats["graph_norm"] == pytest.approx(graph_part[1:].norm(dim=1).mean().item(), rel=1e-6)
+    rms = noise[:, 1:].square().sum(-1).mean(0).sqrt()  # [I-1]: Monte-Carlo RMS of the sampled part
+    assert stats["noise_norm"] == pytest.approx(rms.mean().item(), rel=0.03)
+    assert stats["noise_ratio"] == pytest.approx((rms.square().sum().sqrt() / table.norm()).item(), rel=0.03)
+
+
+@pytest.mark.parametrize("extra, keys", [
+    ({"vgae_fusion_latent": "mean"}, {"id_norm", "graph_norm", "table_norm"}),
+    ({"use_vgae": False, "learn_curvature": True}, {"id_norm", "graph_norm", "table_norm", "curvature"}),
+])
+def test_graph_telemetry_has_no_noise_when_training_fuses_none(overrides, data, extra, keys):
+    model = build_model(HM2Rec, overrides, data[2]._dataset, **extra)
+    stats = model.graph_telemetry()
+    assert set(stats) == keys
+    if "curvature" in stats:
+        assert stats["curvature"] == pytest.approx(overrides.get("hyp_curvature", 1.0))
+
+
+def test_the_trainer_logs_the_graph_each_epoch_even_without_experts(overrides, data):
+    from recbole_hymoe.trainer import build_trainer
+
+    config = Config("HM2Rec", "mini", config_dict={**overrides, "moe_num_experts": 0, "epochs": 1})
+    model = HM2Rec(config, data[2]._dataset)
+    trainer = build_trainer(config, model)
+    trainer._train_epoch(data[2], 0)
+    assert [record["epoch"] for record in trainer.moe_history] == [0]
+    assert trainer.moe_history[0]["layers"] == {} and trainer.moe_history[0]["graph"]["noise_ratio"] > 0
+    mamba = build_model(HM2Rec, overrides, data[2]._dataset, use_graph=False, moe_num_experts=0)
+    assert not mamba.has_telemetry()
