@@ -7,7 +7,8 @@ the Lorentz model (points have d + 1 coordinates), S ``vgae_edge_batch``, c curv
 References:
     Sun et al., "HGCF: Hyperbolic Graph Convolution Networks for Collaborative Filtering",
     WWW 2021 (layer6ai-labs/HGCF: ``utils/data_generator.py``, ``layers/hyp_layers.py``).
-    He et al., "LightGCN", SIGIR 2020 (symmetric normalisation, sum over layers).
+    He et al., "LightGCN", SIGIR 2020 (symmetric normalisation; LightGCN averages layers 0…L,
+    HGCF's resSumGCN, followed here, sums layers 1…L).
     Kipf & Welling, "Variational Graph Auto-Encoders", NeurIPS 2016 workshop, arXiv 1611.07308
     (PyG's ``VGAE`` for the clamps: log σ ≤ 10, KL averaged over nodes).
     Chami et al., "Hyperbolic Graph Convolutional Neural Networks", NeurIPS 2019 (Fermi-Dirac
@@ -206,9 +207,9 @@ class HyperbolicGCN(nn.Module):
     ``X⁰ = exp_o(E)``. ``tangent`` (HGCF's resSumGCN): ``T⁰ = log_o(X⁰)``, ``T^{l+1} = Â T^l``;
     ``centroid``: ``X^{l+1} = centroid(Â X^l)`` on the manifold, ``T^l = log_o(X^l)``. Output
     ``X = exp_o(Σ_{l=1..L} T^l)``, returned as its tangent coordinates ``log_o(X)`` (what the
-    VGAE reads). With tangent aggregation and Euclidean parameters this is
-    LightGCN followed by one exp_o: curvature enters through ``centroid`` or a distance-based
-    loss (the VGAE's Fermi-Dirac decoder).
+    VGAE reads). With tangent aggregation and Euclidean parameters this is a LightGCN-style
+    propagation (sum of layers 1…L, not LightGCN's mean of 0…L) followed by one exp_o: curvature
+    enters through ``centroid`` or a distance-based loss (the VGAE's Fermi-Dirac decoder).
 
     Args:
         num_layers (int): L ≥ 1 propagations.
@@ -280,8 +281,10 @@ class VGAEOutput(NamedTuple):
 class VGAE(nn.Module):
     """Variational graph auto-encoder on tangent coordinates, with a hyperbolic decoder.
 
-    Encoder: ``H₁ = ReLU(Â H W₀)``, ``μ = H₁ W_μ``, ``log σ = min(H₁ W_σ, 10)``; ``z = μ + σ ⊙ ε``
-    in training, μ in eval; σ starts at 0.1 (:data:`INIT_LOGSTD`). Decoder ``fermi_dirac``:
+    Encoder: ``H₁ = ReLU(Â (H W₀ + 1b₀ᵀ))``, ``μ = H₁ W_μ + b_μ``, ``log σ = min(H₁ W_σ + b_σ, 10)``;
+    ``z = μ + σ ⊙ ε`` in training, μ in eval; σ starts at 0.1 (:data:`INIT_LOGSTD`). Unlike
+    Kipf & Welling's (bias-free, μ and log σ heads propagating with Â again), b₀ reaches node i
+    scaled by (Â1)ᵢ and the heads are linear. Decoder ``fermi_dirac``:
     ``p(u, i) = 1 / (exp((d_L(exp_o z_u, exp_o z_i)² - r) / t) + 1)``; ``inner``: ``p = σ(z_u · z_i)``.
     Loss: ``L_rec = -mean log p(pos) - mean log(1 - p(neg))`` (through log-sigmoid of the logits,
     exact without PyG's 1e-15), ``L_KL = -½ mean_nodes Σ_dims (1 + 2 log σ - μ² - σ²)``.
