@@ -91,8 +91,9 @@ class HM2Rec(PluginSequentialRecommender):
     tied in rotated pairs; 4 top-2 experts shaped like Mamba4Rec's FFN with a Switch balance loss
     (λ = 0.01) and no dense branch. Every choice is a config key with its alternatives
     (``graph_agg: centroid``, ``vgae_decoder: inner``, ``fusion: gate | replace``,
-    ``vgae_fusion_latent: mean``,
-    ``rope_target: input | none``, ``use_graph``, ``use_vgae``, ``moe_num_experts: 0``). The
+    ``vgae_fusion_latent: mean``, ``graph_edge_dropout`` > 0 (LightGCN's regulariser, off: the
+    abstract names none), ``rope_target: input | none``, ``use_graph``, ``use_vgae``,
+    ``moe_num_experts: 0``). The
     VGAE's KL is the Euclidean one in the tangent space at the origin (a wrapped normal's log-det
     term is left out). Initialisation: graph nodes U(±0.1) (HGCF), VGAE layers Glorot with
     σ₀ = 0.1 (see :data:`~recbole_hymoe.nn.graph.INIT_LOGSTD`), everything else Mamba4Rec's. With
@@ -120,6 +121,7 @@ class HM2Rec(PluginSequentialRecommender):
         Param("learn_curvature", Boolean()),
         Param("graph_layers", Integer(1)),
         Param("adj_norm", Choice(*ADJ_NORMS)),
+        Param("graph_edge_dropout", Number(0.0, 1.0, max_exclusive=True)),
         Param("graph_agg", Choice(*GRAPH_AGGS)),
         Param("use_vgae", Boolean()),
         Param("vgae_decoder", Choice(*VGAE_DECODERS)),
@@ -153,6 +155,7 @@ class HM2Rec(PluginSequentialRecommender):
         self.graph_loss_weight = hp["graph_loss_weight"]
         self.vgae_kl_weight = hp["vgae_kl_weight"]
         self.vgae_edge_batch = hp["vgae_edge_batch"]
+        self.graph_edge_dropout = hp["graph_edge_dropout"]
         self.fixed_curvature = hp["hyp_curvature"]
         manifold_dtype = MANIFOLD_DTYPES[hp["manifold_dtype"]]
         # Fused item table of the current training step (shared by input lookup and scoring) and
@@ -200,7 +203,8 @@ class HM2Rec(PluginSequentialRecommender):
         return self.fixed_curvature if self.log_curvature is None else self.log_curvature.exp()
 
     def graph_forward(self, with_loss):
-        """Run HGCN (and VGAE) over the whole training graph.
+        """Run HGCN (and VGAE) over the whole training graph (in training, with ``graph_edge_dropout``
+        of its edges dropped, one draw per call, shared by the HGCN and the VGAE's GCN layer).
 
         Args:
             with_loss (bool): also sample ``vgae_edge_batch`` edges and compute the VGAE loss.
@@ -209,7 +213,10 @@ class HM2Rec(PluginSequentialRecommender):
             GraphOutput: item latents [I, H] and the VGAE's loss terms (not weighted by λ_g or β).
         """
         c = self.curvature()
-        adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
+        if self.training and self.graph_edge_dropout > 0:
+            adj, adj_t = self.graph.dropped_adjacency(self.graph_edge_dropout)
+        else:
+            adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
         weight = self.node_embedding.weight  # [N, H]
         latent = self.hgcn(adj, weight, c, adj_t).to(weight.dtype)  # [N, H] tangent coordinates
         recon = kl = weight.new_zeros(())

@@ -44,11 +44,12 @@ class Integer:
 
 @dataclass(frozen=True)
 class Number:
-    """Check for a finite real number in ``[minimum, maximum]`` (``(minimum, …`` if ``min_exclusive``)."""
+    """Check for a finite real number in ``[minimum, maximum]`` (open at an end marked ``…_exclusive``)."""
 
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     min_exclusive: bool = False
+    max_exclusive: bool = False
 
     def __call__(self, value):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -58,8 +59,9 @@ class Number:
         low = self.minimum
         if low is not None and (value <= low if self.min_exclusive else value < low):
             raise ValueError(f"must be {'>' if self.min_exclusive else '>='} {low}")
-        if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"must be <= {self.maximum}")
+        high = self.maximum
+        if high is not None and (value >= high if self.max_exclusive else value > high):
+            raise ValueError(f"must be {'<' if self.max_exclusive else '<='} {high}")
         return float(value)
 
 

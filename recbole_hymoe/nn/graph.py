@@ -154,11 +154,64 @@ class BipartiteGraph(nn.Module):
         self.register_buffer("edge_users", users, persistent=False)
         self.register_buffer("edge_items", items, persistent=False)
         self.register_buffer("edge_keys", keys, persistent=False)
+        # the training edge behind each stored entry of Â (and of Âᵀ), for edge dropout
+        self.register_buffer("adjacency_edges", self.entry_edges(adjacency), persistent=False)
+        if not self.symmetric:
+            self.register_buffer("_adjacency_t_edges", self.entry_edges(self._adjacency_t), persistent=False)
 
     @property
     def adjacency_t(self):
         """``Âᵀ``, sparse CSR [N, N]: the adjacency itself when normalised ``sym``."""
         return self.adjacency if self.symmetric else self._adjacency_t
+
+    def entry_edges(self, adj):
+        """Index into the edge list of the training edge behind each stored entry of ``adj``.
+
+        Args:
+            adj (Tensor): sparse CSR [N, N] over this graph's nodes (Â or Âᵀ).
+
+        Returns:
+            LongTensor: [nnz] edge index in 0 … M-1 (an entry and its mirror share one), M for a
+            self loop.
+        """
+        crow, cols = adj.crow_indices(), adj.col_indices()
+        rows = torch.repeat_interleave(torch.arange(adj.size(0), device=cols.device), crow.diff())  # [nnz]
+        user_row = rows < self.num_users
+        users = torch.where(user_row, rows, cols)
+        items = torch.where(user_row, cols, rows) - self.num_users
+        edges = torch.searchsorted(self.edge_keys, users * self.num_items + items)
+        return torch.where(rows == cols, self.num_edges, edges)
+
+    def dropped_adjacency(self, p):
+        """``(Â', Â'ᵀ)``: Â with each training edge dropped with probability ``p`` (both of its
+        entries, so a symmetric Â stays symmetric) and the kept entries scaled by ``1 / (1 - p)``;
+        self loops stay as they are.
+
+        LightGCN's edge dropout (``__dropout_x`` in its official code: kept values divided by the
+        keep probability, no renormalisation), drawn per undirected edge instead of per entry so
+        that Â'ᵀ needs no transpose. Evaluation uses Â.
+
+        Args:
+            p (float): drop probability in [0, 1).
+
+        Returns:
+            tuple: sparse CSR [N, N] Â' and Â'ᵀ (the same tensor under ``sym``).
+        """
+        kept = (torch.rand(self.num_edges, device=self.edge_keys.device) >= p).to(self.adjacency.dtype) / (1.0 - p)
+        scale = torch.cat([kept, kept.new_ones(1)])  # [M + 1]: the last entry for self loops
+
+        def drop(adj, entry_edges):
+            values = adj.values() * scale[entry_edges]
+            # the indices are a valid CSR layout already: skip the check (and its warning)
+            return torch.sparse_csr_tensor(adj.crow_indices(), adj.col_indices(), values, adj.shape,
+                                           check_invariants=False)
+
+        with warnings.catch_warnings():  # torch flags its CSR layout as beta on every construction
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            adjacency = drop(self.adjacency, self.adjacency_edges)
+            if self.symmetric:
+                return adjacency, adjacency
+            return adjacency, drop(self._adjacency_t, self._adjacency_t_edges)
 
     @property
     def num_nodes(self):

@@ -32,8 +32,8 @@ def test_yaml_keys_are_exactly_the_keys_the_model_reads(name):
 TINY = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_heads": 1, "mamba_d_state": 4, "n_negatives": 8,
         "vgae_edge_batch": 64, "moe_num_experts": 4, "moe_top_k": 2}
 TINY_BY_MODEL = {"FuxiMME": {"hidden_size": 32}}
-# A strictly positive lower bound is tested just above it.
-ABOVE_EXCLUSIVE_MINIMUM = 1e-3
+# An open end of a range (a strictly positive minimum, a maximum the value must stay below) is tested just inside it.
+INSIDE_EXCLUSIVE_END = 1e-3
 # Keys whose allowed range depends on another key: the values at its edges.
 CROSS_KEY_EDGES = {"moe_top_k": (1, TINY["moe_num_experts"])}
 # Values that need another setting to be read at all or to be valid (model, key, value or None for any).
@@ -70,8 +70,8 @@ def edge_values(check):
     if isinstance(check, Integer):
         return [] if check.minimum is None else [check.minimum]
     if isinstance(check, Number):
-        low = [] if check.minimum is None else [check.minimum + (ABOVE_EXCLUSIVE_MINIMUM if check.min_exclusive else 0)]
-        return low + ([] if check.maximum is None else [check.maximum])
+        low = [] if check.minimum is None else [check.minimum + (INSIDE_EXCLUSIVE_END if check.min_exclusive else 0)]
+        return low + ([] if check.maximum is None else [check.maximum - (INSIDE_EXCLUSIVE_END if check.max_exclusive else 0)])
     raise TypeError(f"no edge values known for {check!r}: teach edge_values this kind of check")
 
 

@@ -262,7 +262,9 @@ def test_evaluation_caches_the_item_table_until_train(overrides, data, monkeypat
      ({"rope_target": "bc", "mamba_d_state": 7}, "mamba_d_state=7 must be even"),
      ({"moe_top_k": 5}, "moe_top_k=5 must satisfy"),
      ({"fusion": "replace", "use_graph": False}, "fusion='replace'"),
-     ({"graph_layers": 0}, "graph_layers=0 must be >= 1")],
+     ({"graph_layers": 0}, "graph_layers=0 must be >= 1"),
+     ({"graph_edge_dropout": 1.0}, "graph_edge_dropout=1.0 must be < 1.0"),
+     ({"graph_edge_dropout": -0.1}, "graph_edge_dropout=-0.1 must be >= 0.0")],
 )
 def test_bad_settings_fail_in_config_naming_the_key(overrides, extra, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
@@ -322,3 +324,18 @@ def test_the_trainer_logs_the_graph_each_epoch_even_without_experts(overrides, d
     assert trainer.moe_history[0]["layers"] == {} and trainer.moe_history[0]["graph"]["noise_ratio"] > 0
     mamba = build_model(HM2Rec, overrides, data[2]._dataset, use_graph=False, moe_num_experts=0)
     assert not mamba.has_telemetry()
+
+
+def test_edge_dropout_redraws_the_graph_each_training_pass_and_evaluation_uses_all_of_it(overrides, data):
+    plain = build_model(HM2Rec, overrides, data[2]._dataset, vgae_fusion_latent="mean")
+    dropped = build_model(HM2Rec, overrides, data[2]._dataset, vgae_fusion_latent="mean", graph_edge_dropout=0.3)
+    dropped.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        first, second = (dropped.train().graph_forward(with_loss=False).item_latent for _ in range(2))
+        assert not torch.allclose(first, second)  # two passes, two draws
+        assert torch.equal(plain.train().graph_forward(with_loss=False).item_latent,
+                           plain.graph_forward(with_loss=False).item_latent)  # μ fused, no dropout: no draw
+        torch.testing.assert_close(dropped.eval().item_table(), plain.eval().item_table())
+    losses = dropped.train().calculate_loss(first_batch(data[2]))
+    sum(losses).backward()
+    assert all(torch.isfinite(term) for term in losses) and dropped.node_embedding.weight.grad.abs().sum() > 0

@@ -54,6 +54,28 @@ def test_graph_deduplicates_interactions_and_knows_its_edges():
     assert "adjacency" not in graph.state_dict()  # data, not weights
 
 
+@pytest.mark.parametrize("norm", ["sym", "row_self_loop"])
+def test_edge_dropout_drops_both_entries_of_an_edge_keeps_self_loops_and_is_unbiased(norm):
+    graph = BipartiteGraph(USERS, ITEMS, 3, 5, norm)
+    full = graph.adjacency.to_dense()  # [8, 8]
+    edge_entry = dense_adjacency() > 0  # the two entries of every training edge
+    torch.manual_seed(0)
+    draws = []
+    for _ in range(4000):
+        adj, adj_t = graph.dropped_adjacency(0.25)
+        adj, adj_t = adj.to_dense(), adj_t.to_dense()
+        assert torch.equal(adj_t, adj.t())  # the stored transpose is the dropped matrix's
+        kept = adj != 0
+        assert torch.equal(kept & edge_entry, (kept & edge_entry).t())  # an edge goes or stays whole
+        assert torch.allclose(adj[kept & edge_entry], full[kept & edge_entry] / 0.75)
+        assert torch.equal(adj[~edge_entry], full[~edge_entry])  # self loops (row_self_loop) untouched
+        draws.append(adj)
+    kept_share = (torch.stack(draws) != 0)[:, edge_entry].double().mean()
+    assert kept_share.item() == pytest.approx(0.75, abs=0.01)
+    assert torch.allclose(torch.stack(draws).mean(0), full, atol=0.02)  # E[Â'] = Â
+    assert torch.equal(graph.dropped_adjacency(0.0)[0].to_dense(), full)
+
+
 def test_sampled_negatives_are_items_of_the_same_user_and_never_its_edges():
     users = torch.arange(1, 41).repeat_interleave(5)
     items = torch.randint(1, 30, (200,))
