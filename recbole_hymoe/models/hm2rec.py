@@ -202,6 +202,12 @@ class HM2Rec(PluginSequentialRecommender):
         """Return c (a tensor when learned, parameterised as exp(log c) to stay positive)."""
         return self.fixed_curvature if self.log_curvature is None else self.log_curvature.exp()
 
+    def propagate(self, adj, adj_t, c):
+        """HGCN over the node embeddings with adjacency ``adj`` (``adj_t`` its transpose): [N, H]
+        tangent coordinates in the embeddings' dtype."""
+        weight = self.node_embedding.weight  # [N, H]
+        return self.hgcn(adj, weight, c, adj_t).to(weight.dtype)
+
     def graph_forward(self, with_loss):
         """Run HGCN (and VGAE) over the whole training graph (in training, with ``graph_edge_dropout``
         of its edges dropped, one draw per call, shared by the HGCN and the VGAE's GCN layer).
@@ -217,9 +223,8 @@ class HM2Rec(PluginSequentialRecommender):
             adj, adj_t = self.graph.dropped_adjacency(self.graph_edge_dropout)
         else:
             adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
-        weight = self.node_embedding.weight  # [N, H]
-        latent = self.hgcn(adj, weight, c, adj_t).to(weight.dtype)  # [N, H] tangent coordinates
-        recon = kl = weight.new_zeros(())
+        latent = self.propagate(adj, adj_t, c)  # [N, H] tangent coordinates
+        recon = kl = latent.new_zeros(())
         if self.vgae is not None:
             vgae = self.vgae(adj, latent, adj_t)
             z = vgae.z  # [N, H]: μ + σ·ε in training, μ in evaluation
@@ -295,8 +300,7 @@ class HM2Rec(PluginSequentialRecommender):
         """
         c = self.curvature()
         adj, adj_t = self.graph.adjacency, self.graph.adjacency_t
-        weight = self.node_embedding.weight  # [N, H]
-        latent = self.hgcn(adj, weight, c, adj_t).to(weight.dtype)  # [N, H]
+        latent = self.propagate(adj, adj_t, c)  # [N, H]
         variance = None  # [N, H]: σ² of the sampled latent, when training fuses the sample
         if self.vgae is not None:
             latent, logstd = self.vgae.encode(adj, latent, adj_t)
