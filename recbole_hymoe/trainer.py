@@ -73,6 +73,13 @@ class MoETrainer(Trainer):
         self.batch_loss = in_precision(loss, self.device, config["precision"])
         self.length_grouped_slots = LENGTH_GROUPED_BUILTINS.get(config["model"])  # None: RecBole's loop
 
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer over the model's own parameter groups (``optimizer_param_groups``:
+        HM2Rec decays its graph nodes at ``graph_weight_decay``) unless ``params`` is given."""
+        if "params" not in kwargs and hasattr(self.model, "optimizer_param_groups"):
+            kwargs["params"] = self.model.optimizer_param_groups()
+        return super()._build_optimizer(**kwargs)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         has_telemetry = hasattr(self.model, "has_telemetry") and self.model.has_telemetry()
         if has_telemetry:

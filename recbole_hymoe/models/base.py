@@ -331,6 +331,12 @@ class PluginSequentialRecommender(SequentialRecommender):
         """Return ``[(name, SparseMoE)]`` for every MoE layer of the model."""
         return [(name, m) for name, m in self.named_modules() if isinstance(m, SparseMoE)]
 
+    def optimizer_param_groups(self):
+        """The parameters the trainer's optimizer updates: all of them, in one group with the
+        config's ``weight_decay`` (RecBole's default). A model that decays some parameters at a
+        rate of its own returns torch parameter groups instead."""
+        return self.parameters()
+
     def has_telemetry(self):
         """Whether the trainer logs :meth:`moe_telemetry` after each epoch (here: the model has MoE layers)."""
         return bool(self.moe_layers())

@@ -91,8 +91,9 @@ class HM2Rec(PluginSequentialRecommender):
     tied in rotated pairs; 4 top-2 experts shaped like Mamba4Rec's FFN with a Switch balance loss
     (λ = 0.01) and no dense branch. Every choice is a config key with its alternatives
     (``graph_agg: centroid``, ``vgae_decoder: inner``, ``fusion: gate | replace``,
-    ``vgae_fusion_latent: mean``, ``graph_edge_dropout`` > 0 (LightGCN's regulariser, off: the
-    abstract names none), ``rope_target: input | none``, ``use_graph``, ``use_vgae``,
+    ``vgae_fusion_latent: mean``, ``graph_edge_dropout`` > 0 (LightGCN's regulariser) and
+    ``graph_weight_decay`` > 0 (HGCF's: weight decay on the node embeddings), both off since the
+    abstract names no regulariser, ``rope_target: input | none``, ``use_graph``, ``use_vgae``,
     ``moe_num_experts: 0``). The
     VGAE's KL is the Euclidean one in the tangent space at the origin (a wrapped normal's log-det
     term is left out). Initialisation: graph nodes U(±0.1) (HGCF), VGAE layers Glorot with
@@ -122,6 +123,7 @@ class HM2Rec(PluginSequentialRecommender):
         Param("graph_layers", Integer(1)),
         Param("adj_norm", Choice(*ADJ_NORMS)),
         Param("graph_edge_dropout", Number(0.0, 1.0, max_exclusive=True)),
+        Param("graph_weight_decay", Number(0.0)),
         Param("graph_agg", Choice(*GRAPH_AGGS)),
         Param("use_vgae", Boolean()),
         Param("vgae_decoder", Choice(*VGAE_DECODERS)),
@@ -156,6 +158,7 @@ class HM2Rec(PluginSequentialRecommender):
         self.vgae_kl_weight = hp["vgae_kl_weight"]
         self.vgae_edge_batch = hp["vgae_edge_batch"]
         self.graph_edge_dropout = hp["graph_edge_dropout"]
+        self.graph_weight_decay = hp["graph_weight_decay"]
         self.fixed_curvature = hp["hyp_curvature"]
         manifold_dtype = MANIFOLD_DTYPES[hp["manifold_dtype"]]
         # Fused item table of the current training step (shared by input lookup and scoring) and
@@ -196,6 +199,18 @@ class HM2Rec(PluginSequentialRecommender):
             nn.init.uniform_(self.node_embedding.weight, -GRAPH_INIT_SCALE, GRAPH_INIT_SCALE)
             if self.vgae is not None:
                 self.vgae.reset_parameters()  # Glorot, σ₀ = 0.1 (RecBole's init stalls the decoder)
+
+    def optimizer_param_groups(self):
+        """With ``graph_weight_decay`` > 0, the graph's node embeddings form a parameter group of
+        their own decayed at that rate (HGCF decays its node embeddings; it has no other
+        parameters), everything else keeps the config's ``weight_decay``. The decay follows the
+        configured ``learner``: Adam's (RecBole's default) is an L2 term added to the gradient, as
+        in HGCF's Riemannian SGD; AdamW's is decoupled."""
+        if not (self.use_graph and self.graph_weight_decay > 0):
+            return super().optimizer_param_groups()
+        nodes = self.node_embedding.weight
+        others = [p for p in self.parameters() if p is not nodes]
+        return [{"params": others}, {"params": [nodes], "weight_decay": self.graph_weight_decay}]
 
     # ----------------------------------------------------------------------------- graph
     def curvature(self):

@@ -264,7 +264,8 @@ def test_evaluation_caches_the_item_table_until_train(overrides, data, monkeypat
      ({"fusion": "replace", "use_graph": False}, "fusion='replace'"),
      ({"graph_layers": 0}, "graph_layers=0 must be >= 1"),
      ({"graph_edge_dropout": 1.0}, "graph_edge_dropout=1.0 must be < 1.0"),
-     ({"graph_edge_dropout": -0.1}, "graph_edge_dropout=-0.1 must be >= 0.0")],
+     ({"graph_edge_dropout": -0.1}, "graph_edge_dropout=-0.1 must be >= 0.0"),
+     ({"graph_weight_decay": -1e-4}, "graph_weight_decay=-0.0001 must be >= 0.0")],
 )
 def test_bad_settings_fail_in_config_naming_the_key(overrides, extra, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
@@ -339,3 +340,31 @@ def test_edge_dropout_redraws_the_graph_each_training_pass_and_evaluation_uses_a
     losses = dropped.train().calculate_loss(first_batch(data[2]))
     sum(losses).backward()
     assert all(torch.isfinite(term) for term in losses) and dropped.node_embedding.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("graph_weight_decay", [0.0, 0.5])
+def test_graph_weight_decay_decays_the_node_embeddings_alone(overrides, data, graph_weight_decay):
+    from recbole_hymoe.trainer import build_trainer
+
+    config = Config("HM2Rec", "mini", config_dict={**overrides, "graph_weight_decay": graph_weight_decay,
+                                                   "weight_decay": 0.0, "learning_rate": 0.01})
+    model = HM2Rec(config, data[2]._dataset)
+    optimizer = build_trainer(config, model).optimizer
+    groups = optimizer.param_groups
+    nodes = model.node_embedding.weight
+    if graph_weight_decay == 0:  # RecBole's single group, as before the key existed
+        assert len(groups) == 1 and groups[0]["params"] == list(model.parameters())
+        return
+    assert [group["weight_decay"] for group in groups] == [0.0, graph_weight_decay]
+    assert groups[1]["params"] == [nodes]
+    assert sorted(map(id, groups[0]["params"] + groups[1]["params"])) == sorted(map(id, model.parameters()))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer.zero_grad()
+    sum(p.sum() for p in model.parameters()).mul(0.0).backward()  # zero loss gradient everywhere
+    optimizer.step()
+    # Adam's first step on the gradient g = wd * p alone: p - lr * g / (|g| + eps)
+    pull = graph_weight_decay * before["node_embedding.weight"]
+    torch.testing.assert_close(nodes.detach(), before["node_embedding.weight"] - 0.01 * pull / (pull.abs() + 1e-8))
+    for name, p in model.named_parameters():
+        if name != "node_embedding.weight":
+            assert torch.equal(p.detach(), before[name]), name
