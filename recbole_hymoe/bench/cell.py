@@ -198,14 +198,17 @@ def model_settings(config):
     """The values ``config`` resolves for every key its model's defaults file sets (ours or RecBole's).
 
     A cell records them so that a later change of a model default (not only of a suite's overrides)
-    shows up as a difference against the settings a suite would now give the cell.
+    shows up as a difference against the settings a suite would now give the cell. A key the
+    config lacks is left out, not recorded as null: a run that started before the key was added to
+    the defaults file (and finished after) trained without it, and a key added later is not
+    compared (:func:`~recbole_hymoe.bench.runner.check_recorded_cells`).
 
     Returns:
         dict: key -> value, as JSON would store it.
     """
     path = Path(registry.model_yaml(config["model"]))
     keys = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-    return json.loads(json.dumps({key: config[key] for key in sorted(keys)}, default=str))
+    return json.loads(json.dumps({key: config[key] for key in sorted(keys) if key in config}, default=str))
 
 
 def main(argv=None):

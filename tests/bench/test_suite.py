@@ -238,6 +238,12 @@ def test_a_recorded_cell_whose_model_default_changed_since_is_refused(tmp_path, 
     del recorded["model_settings"]  # recorded before cells kept their defaults: checked on the rest
     (tmp_path / RESULT_FILE).write_text(json.dumps(recorded))
     runner.check_recorded_cells([spec])
+    started_before = Config("FuxiMME", "mini", files, overrides)  # a run whose config predates a key
+    del started_before.final_config_dict["set_inner_widths"]
+    was = model_settings(started_before)
+    assert "set_inner_widths" not in was and was["n_embedding_sets"] == 2  # left out, not recorded as null
+    (tmp_path / RESULT_FILE).write_text(json.dumps({**recorded, "model_settings": was}))
+    runner.check_recorded_cells([spec])  # a key added since is not compared
 
 
 @pytest.mark.integration
