@@ -33,5 +33,5 @@ for _model in ALL_POSITIONS_BUILTINS:
 from recbole_hymoe.quick_start import load_data_and_model, run  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Config", "FuXiAlpha", "FuxiMME", "HM2Rec", "HyMoERec", "Mamba4Rec", "MoETrainer", "load_data_and_model", "run",
-           "__version__"]
+__all__ = ["Config", "FuXiAlpha", "FuxiMME", "HM2Rec", "HyMoERec", "Mamba4Rec", "MoETrainer", "load_data_and_model",
+           "run", "__version__"]

@@ -196,7 +196,8 @@ class Config(RecBoleConfig):
         header = header_fields(inter[0], self) if inter else None
         if header is None:
             return
-        wanted = [self.final_config_dict.get(k) for k in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")]
+        wanted = [self.final_config_dict.get(k)
+                  for k in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")]
         load_col = dict(self.final_config_dict.get("load_col") or {})
         load_col["inter"] = [field for field in wanted if field in header]
         self.final_config_dict["load_col"] = load_col

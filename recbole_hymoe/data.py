@@ -9,7 +9,8 @@ same split, so their numbers are comparable.
 
 The all-positions windows are chosen among RecBole's own prefix rows of the training split: the
 row whose target is a user's k-th item carries the (up to) ``L`` items before it, so as a window
-it supervises the targets ``k-L+1 … k``, each predicted from the items before it in the window. ``train_windows: tiled`` keeps the rows with targets
+it supervises the targets ``k-L+1 … k``, each predicted from the items before it in the window.
+``train_windows: tiled`` keeps the rows with targets
 ``n, n-L, n-2L, …`` (n = the user's last training target): non-overlapping windows that cover
 every training target once. ``train_window_stride: S`` (< L) makes the tiles overlap: windows end
 at targets ``n, n-S, n-2S, …`` and each supervises only its last S positions, so every training
@@ -396,7 +397,8 @@ def prepare_data(config):
         AtomicFileError: an atomic file RecBole cannot read, or data with nothing to train on.
     """
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and config["time_from_file_order"]:
-        dataset = read_dataset(config, RegimeDataset)  # any built-in sequential model on data without time: order by rows
+        # any built-in sequential model on data without time: order by rows
+        dataset = read_dataset(config, RegimeDataset)
     else:
         dataset = read_dataset(config, create_dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -164,7 +164,8 @@ def _load_plugin_yaml_after_overall(update):
     def _update_internal_config_dict(self, file):
         config_dict = update(self, file)
         model = getattr(self, "model", None)
-        if Path(file).resolve() != PLUGIN_OVERALL_YAML and os.path.basename(file) == "overall.yaml" and model in _models:
+        if (Path(file).resolve() != PLUGIN_OVERALL_YAML and os.path.basename(file) == "overall.yaml"
+                and model in _models):
             update(self, str(PLUGIN_OVERALL_YAML))  # the plugin's own settings (training regime, …)
             update(self, str(_yaml_files[model]))
         return config_dict

@@ -68,7 +68,8 @@ class MoETrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.moe_history = []
-        builtin_all_positions = config["train_regime"] == "all_positions" and not registry.is_plugin_model(config["model"])
+        builtin_all_positions = (config["train_regime"] == "all_positions"
+                                 and not registry.is_plugin_model(config["model"]))
         loss = all_positions_loss(model, config) if builtin_all_positions else model.calculate_loss
         self.batch_loss = in_precision(loss, self.device, config["precision"])
         self.length_grouped_slots = LENGTH_GROUPED_BUILTINS.get(config["model"])  # None: RecBole's loop

@@ -33,7 +33,8 @@ def windows(mini_data_path):
     """Model name -> (config, train loader) in the all_positions regime (L = 10), built once."""
     out = {}
     for name in [*CAUSAL_MODELS, "BERT4Rec"]:
-        config, _, train_data, _, _ = build_data(name, {"data_path": str(mini_data_path), "train_regime": "all_positions",
+        config, _, train_data, _, _ = build_data(name, {"data_path": str(mini_data_path),
+                                                        "train_regime": "all_positions",
                                                         "train_windows": "last", **SMALL})
         out[name] = (config, train_data)
     return out

@@ -65,7 +65,8 @@ def test_a_run_prints_the_table_and_fills_the_run_folder(tmp_path, mini_data_pat
     assert results["model"] == model and 0.0 <= results["test_result"]["ndcg@10"] <= 1.0
     assert (run_dir / "results.md").read_text().count("|") > 10
     checkpoint = Path(results["checkpoint"])  # recorded relative to where the run started, not this machine's root
-    assert not checkpoint.is_absolute() and (tmp_path / checkpoint).parent == run_dir and (tmp_path / checkpoint).is_file()
+    assert not checkpoint.is_absolute() and (tmp_path / checkpoint).parent == run_dir
+    assert (tmp_path / checkpoint).is_file()
     saved_config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved_config["model"] == model and saved_config["hidden_size"] == 16
     if model == "HyMoERec":

@@ -295,5 +295,6 @@ def test_timestamps_start_at_zero_so_float32_keeps_their_order(mini_data_path):
             "data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_regime": regime, "state": "ERROR"})
         assert isinstance(dataset, RegimeDataset)
         times = test_data._dataset.inter_feat["timestamp"]
-        raw = [int(line.split("\t")[3]) for line in (mini_data_path / "mini" / "mini.inter").read_text().splitlines()[1:]]
+        raw = [int(line.split("\t")[3])
+               for line in (mini_data_path / "mini" / "mini.inter").read_text().splitlines()[1:]]
         assert 0 <= times.min().item() and times.max().item() <= max(raw) - min(raw) + 8  # not ≈ 8.9e8 (float32)

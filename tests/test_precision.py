@@ -21,7 +21,8 @@ def pipelines(mini_data_path):
 
     def get(name):
         if name not in cache:
-            keys = {param.key for param in registry.model_class(name).PARAMS} if registry.is_plugin_model(name) else set()
+            keys = ({param.key for param in registry.model_class(name).PARAMS} if registry.is_plugin_model(name)
+                    else set())
             overrides = {"data_path": str(mini_data_path), "MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 32,
                          "state": "ERROR", "show_progress": False, "train_regime": "all_positions",
                          **{k: v for k, v in TINY.items() if k in keys}}

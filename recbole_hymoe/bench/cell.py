@@ -106,8 +106,10 @@ def expert_usage_by_tier(model, data, tiers):
         return {}
     counts = {name: np.zeros((len(POPULARITY_TIERS), module.num_experts), dtype=np.int64) for name, module in layers}
     current = {}
-    hooks = [module.register_forward_hook(lambda mod, args, out, name=name: current.__setitem__(name, out.router.topk_idx))
-             for name, module in layers]
+    hooks = [
+        module.register_forward_hook(lambda mod, args, out, name=name: current.__setitem__(name, out.router.topk_idx))
+        for name, module in layers
+    ]
     model.eval()
     try:
         for batch in data:

@@ -287,7 +287,8 @@ def ttq_table(report):
         ]
         for g in groups:
             lines.append(
-                f"| {g['group']} | {g['runs']} | {g['reference']} | {_pm(g['best_valid'])} | {_pm(g['test_ndcg@10'])} | "
+                f"| {g['group']} | {g['runs']} | {g['reference']} | {_pm(g['best_valid'])} | "
+                f"{_pm(g['test_ndcg@10'])} | "
                 f"{_pm(g['test_hit@10'])} | {_pm(g['epochs_run'], 0)} | {_pm(g['train_time_s'], 0)} | "
                 f"{g['reached_reference']} | {_pm(g['to_reference_s'], 0)} | {_pm(g['to_reference_ratio'], 3)} |"
             )

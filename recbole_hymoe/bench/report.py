@@ -142,7 +142,8 @@ def summarise(suite, cells, speed_rows=()):
             vs_reference = _significance(row, reference)
             vs_host = vs_reference if host is reference else _significance(row, host)
             for name, sig in (("reference", vs_reference), ("host", vs_host)):
-                row[f"gain_vs_{name}"], row[f"p_vs_{name}"] = (sig["gain"], sig["pooled_p"]) if sig else (math.nan, None)
+                row[f"gain_vs_{name}"], row[f"p_vs_{name}"] = (
+                    (sig["gain"], sig["pooled_p"]) if sig else (math.nan, None))
             row["p_vs_best_baseline"] = _versus(row, best_baseline)[1]
             row["significance"] = [sig for sig in (vs_reference, vs_host if host is not reference else None)
                                    if sig is not None]
@@ -193,7 +194,8 @@ def capacity_table(rows):
     lines = ["Capacity (one line per family in the capacity plot): parameters, matrix work of one training "
              "step (GFLOP, forward and backward, as torch's FlopCounterMode counts it) and epoch time from "
              f"`run_speed --suite` ({SPEED_FILE}), test NDCG@10 over the finished seeds.", "",
-             "| model | family | parameters | step GFLOP | epoch s | seeds | test NDCG@10 |", "|---|---|---|---|---|---|---|"]
+             "| model | family | parameters | step GFLOP | epoch s | seeds | test NDCG@10 |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['label']} | {row['family']} | {number(row['n_params'], '{:,}')} | "
                      f"{number(row['step_gflop'], '{:.1f}')} | {number(row['epoch_s'], '{:.1f}')} | {row['seeds']} | "
@@ -299,7 +301,8 @@ def significance_table(rows):
 
 def continued_note(cells):
     """A line naming the cells that continued from a saved training state (e.g. across sittings)."""
-    continued = [f"{c['label']} on {c['dataset']}, seed {c['seed']} (at epoch{'s' if len(c['resumed_at_epochs']) > 1 else ''} "
+    continued = [f"{c['label']} on {c['dataset']}, seed {c['seed']} "
+                 f"(at epoch{'s' if len(c['resumed_at_epochs']) > 1 else ''} "
                  f"{', '.join(str(e) for e in c['resumed_at_epochs'])})" for c in cells if c.get("resumed_at_epochs")]
     if not continued:
         return ""
@@ -404,7 +407,8 @@ def graph_curves(rows):
 
 
 def plot_graph_curves(curves, dataset, out_dir):
-    """Panels of :func:`graph_curves`: the graph term against the ID rows, and the sampled noise; the file name or None."""
+    """Panels of :func:`graph_curves`: the graph term against the ID rows, and the sampled noise; the file
+    name or None."""
     if not curves:
         return None
     import matplotlib

@@ -293,7 +293,8 @@ def speed_table(report):
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['variant']} | {r.get('build_s', float('nan')):.1f} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | {r['step_gflop']:.2f} | "
+            f"| {r['variant']} | {r.get('build_s', float('nan')):.1f} | {r['step_s']:.3f} | {r['step_ratio']:.2f} | "
+            f"{r['step_gflop']:.2f} | "
             f"{r['step_flop_ratio']:.2f} | {r['seq_per_s']:.0f} | {r['pos_per_s']:.0f} | {r['steps_per_epoch']} | "
             f"{r['epoch_s']:.1f} | {r['epoch_ratio']:.3f} | {r['eval_s']:.2f} | {r['eval_ratio']:.2f} | "
             f"{r['eval_gflop']:.2f} | {r['eval_flop_ratio']:.2f} | {r['peak_rss_gb']:.2f} |"

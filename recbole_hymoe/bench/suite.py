@@ -79,7 +79,8 @@ class Suite:
             problems += [f"models[{i}].config_files: {f} not found" for f in files if not Path(f).is_file()]
             unknown = set(entry) - ENTRY_KEYS
             if unknown:
-                problems.append(f"models[{i}]: unknown entries {sorted(unknown)}; allowed: {', '.join(sorted(ENTRY_KEYS))}")
+                problems.append(f"models[{i}]: unknown entries {sorted(unknown)}; "
+                                f"allowed: {', '.join(sorted(ENTRY_KEYS))}")
             misplaced = ENTRY_KEYS & set(entry.get("overrides") or {})
             if misplaced:  # e.g. a brace closed one key too late
                 problems.append(f"models[{i}].overrides holds {sorted(misplaced)}, which belong to the model entry "
@@ -118,7 +119,8 @@ class Suite:
         """The suite's training regime, or ``prefix`` for a RecBole model that cannot train in
         ``all_positions`` (it trains on the last position only)."""
         name = registry.resolve_model_name(entry["model"])
-        if self.train_regime == "all_positions" and not (registry.is_plugin_model(name) or name in ALL_POSITIONS_BUILTINS):
+        if (self.train_regime == "all_positions"
+                and not (registry.is_plugin_model(name) or name in ALL_POSITIONS_BUILTINS)):
             return "prefix"
         return self.train_regime
 

@@ -84,7 +84,8 @@ class HM2Rec(PluginSequentialRecommender):
     ``(CE, λ_g·L_rec, λ_g·β·L_KL, MoE aux)`` so RecBole logs (and the run records) each term.
 
     NOTE (reconstruction: the abstract names the five parts, nothing else is known): the
-    Lorentz model with fixed c = 1; the graph from the training split only; HGCF's tangent aggregation with symmetric normalisation and a sum
+    Lorentz model with fixed c = 1; the graph from the training split only; HGCF's tangent
+    aggregation with symmetric normalisation and a sum
     over 3 layers; the VGAE encoder, its Fermi-Dirac decoder (r = 2, t = 1), one uniform negative
     item (not a training item of the user) per sampled edge, β = 1e-3 and λ_g = 0.1; the additive
     fusion with W_g and its use as both input and output table; RoPE on Mamba's B and C with A

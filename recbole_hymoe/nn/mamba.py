@@ -81,7 +81,8 @@ class MambaMixer(nn.Module):
         self.A_log.data.copy_(torch.log(torch.arange(1, free + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
         nn.init.ones_(self.D)
         nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min))
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(self.dt_max) - math.log(self.dt_min))
+                       + math.log(self.dt_min))
         dt = dt.clamp(min=self.dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)

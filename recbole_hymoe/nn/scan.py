@@ -109,7 +109,8 @@ if numba is not None:
         return acc
 
     @njit(fastmath=True, inline="always", cache=True)
-    def _reverse_step(g, c_row, h_now, h_prev, decay_row, b_row, a_row, da, db_row, dc_row, gy, dt, x):  # pragma: no cover
+    def _reverse_step(g, c_row, h_now, h_prev, decay_row, b_row, a_row, da, db_row, dc_row,  # pragma: no cover
+                      gy, dt, x):
         """One adjoint step; ``g`` enters as ∂loss/∂h_t from t+1 and leaves as ∂loss/∂h_{t-1}.
 
         Returns (∂loss/∂Δ_t through the decay, Σ_n g_n B_n) for this channel.

@@ -294,7 +294,8 @@ def write_report(results, space, base, config_files, overrides, out_dir, trials_
     best = (found[0] if found else None) if space.seeds else (finished[0] if finished else None)
     best_test = None
     if evaluate_best and best:
-        best_test = _test_point(best, rows) if space.seeds else (test_best_trial(best) if best.get("best_model") else None)
+        best_test = (_test_point(best, rows) if space.seeds
+                     else (test_best_trial(best) if best.get("best_model") else None))
     write_atomic(out_dir / "trials.csv", _csv(rows))
     write_atomic(out_dir / "results.md", _markdown(rows, space, base, best_test, found))
     if best:

@@ -124,7 +124,8 @@ def test_time_to_quality_seed_groups_are_timed_against_their_own_reference(tmp_p
     assert rows[1]["to_reference_ratio"] == pytest.approx(0.1)
     group = quality.summarise_groups(rows)[1]
     assert group["runs"] == 2 and group["reached_reference"] == "1/2"
-    assert group["test_ndcg@10"][0] == pytest.approx(0.2) and group["test_ndcg@10"][1] == pytest.approx(0.1414, abs=1e-4)
+    assert group["test_ndcg@10"][0] == pytest.approx(0.2)
+    assert group["test_ndcg@10"][1] == pytest.approx(0.1414, abs=1e-4)
     table = quality.ttq_table({"dataset": "mini", "rows": rows, "groups": quality.summarise_groups(rows)})
     assert "| A | 2 | P | 0.2950 ± 0.0071 | 0.2000 ± 0.1414 |" in table
     spec_file.write_text(yaml.safe_dump({"dataset": "mini", "runs": [

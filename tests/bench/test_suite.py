@@ -324,7 +324,8 @@ def test_report_compares_seed_by_seed_and_run_by_run():
         Suite({"name": "n", "datasets": ["mini"], "seeds": [1],
                "models": [{"model": "HyMoERec", "host": "Nobody"}, {"model": "SASRec", "colour": 1}]})
     with pytest.raises(ConfigError, match=r"models\[1\]: unknown entries \['colour'\]"):
-        Suite({"name": "n", "datasets": ["mini"], "seeds": [1], "models": [{"model": "SASRec"}, {"model": "GRU4Rec", "colour": 1}]})
+        Suite({"name": "n", "datasets": ["mini"], "seeds": [1],
+               "models": [{"model": "SASRec"}, {"model": "GRU4Rec", "colour": 1}]})
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "yaml" / "bench").glob("*.yaml")))
@@ -376,7 +377,8 @@ def test_capacity_table_and_plot_join_cells_with_speed_rows(tmp_path):
     block = {"rows": {"dense 256": {"n_params": 1000, "seeds": 2, "ndcg@10": (0.10, 0.01)},
                       "E4": {"n_params": 1500, "seeds": 1, "ndcg@10": (0.12, 0.0)},
                       "Pop": {"n_params": 1, "seeds": 2, "ndcg@10": (0.01, 0.0)}}}
-    speed = [{"variant": "dense 256", "step_gflop": 40.0, "epoch_s": 44.0}, {"variant": "E8", "step_gflop": 41.5, "epoch_s": 52.25}]
+    speed = [{"variant": "dense 256", "step_gflop": 40.0, "epoch_s": 44.0},
+             {"variant": "E8", "step_gflop": 41.5, "epoch_s": 52.25}]
     rows = capacity_rows(suite, block, speed)
     assert [(r["label"], r["family"], r["n_params"], r["step_gflop"], r["seeds"]) for r in rows] == [
         ("dense 256", "dense", 1000, 40.0, 2), ("E4", "MoE", 1500, None, 1), ("E8", "MoE", None, 41.5, 0)]
@@ -384,7 +386,8 @@ def test_capacity_table_and_plot_join_cells_with_speed_rows(tmp_path):
     assert lines[-3:] == ["| dense 256 | dense | 1,000 | 40.0 | 44.0 | 2 | 0.1000 ± 0.0100 |",
                           "| E4 | MoE | 1,500 | – | – | 1 | 0.1200 ± 0.0000 |",
                           "| E8 | MoE | – | 41.5 | 52.2 | 0 | – |"]
-    assert plot_capacity(rows, "mini", tmp_path) == "capacity_mini.png" and (tmp_path / "capacity_mini.png").stat().st_size
+    assert plot_capacity(rows, "mini", tmp_path) == "capacity_mini.png"
+    assert (tmp_path / "capacity_mini.png").stat().st_size
     assert plot_capacity(rows[2:], "none", tmp_path) is None and not (tmp_path / "capacity_none.png").exists()
 
 
@@ -432,7 +435,8 @@ def test_report_plots_the_graph_telemetry_mean_over_seeds(tmp_path):
     from recbole_hymoe.bench.report import graph_curves, plot_graph_curves
 
     def cell(*graphs):
-        return {"moe_telemetry": [{"epoch": e, "layers": {}, **({"graph": g} if g else {})} for e, g in enumerate(graphs)]}
+        return {"moe_telemetry": [{"epoch": e, "layers": {}, **({"graph": g} if g else {})}
+                                  for e, g in enumerate(graphs)]}
 
     rows = {
         "HM2Rec": {"cells": [cell({"id_norm": 1.0, "graph_norm": 0.5, "noise_ratio": 0.4},

@@ -71,7 +71,8 @@ def edge_values(check):
         return [] if check.minimum is None else [check.minimum]
     if isinstance(check, Number):
         low = [] if check.minimum is None else [check.minimum + (INSIDE_EXCLUSIVE_END if check.min_exclusive else 0)]
-        return low + ([] if check.maximum is None else [check.maximum - (INSIDE_EXCLUSIVE_END if check.max_exclusive else 0)])
+        return low + ([] if check.maximum is None
+                      else [check.maximum - (INSIDE_EXCLUSIVE_END if check.max_exclusive else 0)])
     raise TypeError(f"no edge values known for {check!r}: teach edge_values this kind of check")
 
 

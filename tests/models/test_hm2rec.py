@@ -87,7 +87,8 @@ def test_curvature_changes_the_loss(overrides, data, graph_agg):
 
 
 @pytest.mark.parametrize("graph_agg, manifold_dtype, adj_dtype", [
-    ("tangent", "float64", torch.float32), ("centroid", "float64", torch.float64), ("centroid", "float32", torch.float32)])
+    ("tangent", "float64", torch.float32), ("centroid", "float64", torch.float64),
+    ("centroid", "float32", torch.float32)])
 def test_the_adjacency_is_float64_only_where_it_multiplies_hyperboloid_points(overrides, data, graph_agg,
                                                                               manifold_dtype, adj_dtype):
     model = build_model(HM2Rec, overrides, data[2]._dataset, graph_agg=graph_agg, manifold_dtype=manifold_dtype)

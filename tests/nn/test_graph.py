@@ -129,7 +129,8 @@ def hgcf_reference(adj, emb, c, layers, aggregation, max_norm):
 @pytest.mark.parametrize("c", [0.5, 2.0])
 def test_propagation_equals_hgcf_maps_including_the_clip(aggregation, c):
     adj = normalized_adjacency(USERS, ITEMS, 3, 5, "row_self_loop")
-    emb = torch.randn(8, 4, dtype=torch.float64) * torch.tensor([0.1, 1.0, 3.0, 6.0, 0.5, 2.0, 4.0, 0.2]).double()[:, None]
+    emb = (torch.randn(8, 4, dtype=torch.float64)
+           * torch.tensor([0.1, 1.0, 3.0, 6.0, 0.5, 2.0, 4.0, 0.2]).double()[:, None])
     got = HyperbolicGCN(2, aggregation, max_tangent_norm=2.5)(adj, emb, c)
     expected = hgcf_reference(adj.to_dense(), emb, c, 2, aggregation, 2.5)
     assert torch.allclose(got, expected, atol=1e-9)

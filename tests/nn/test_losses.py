@@ -82,7 +82,8 @@ def test_chunked_cross_entropy_saves_the_input_gradients_not_the_logits():
     # ∂user [N, H] and ∂items [|I|, H] in float32, formed in the forward pass
     assert chunked == 4 * num_rows * hidden + 4 * num_items * hidden
     frozen_items = items.detach()  # only what a gradient is asked for is formed
-    assert saved_bytes(lambda: chunked_cross_entropy(user, frozen_items, targets, 0.5, chunk_rows=256)) == 4 * num_rows * hidden
+    assert (saved_bytes(lambda: chunked_cross_entropy(user, frozen_items, targets, 0.5, chunk_rows=256))
+            == 4 * num_rows * hidden)
     assert saved_bytes(lambda: plain_cross_entropy(user, items, targets, 0.5)) >= 4 * num_rows * num_items
 
 

@@ -89,5 +89,6 @@ def test_an_explicit_backend_that_cannot_run_on_the_device_is_named():
 
     assert backend_problem("auto", "cuda") is None and backend_problem("reference", "cuda") is None
     assert backend_problem("cpu", "cpu") is None
-    assert backend_problem("cpu", "cuda") == "the 'cpu' scan runs on CPU tensors with numba: use 'auto' or 'cuda' on a GPU"
+    assert backend_problem("cpu", "cuda") == ("the 'cpu' scan runs on CPU tensors with numba: "
+                                              "use 'auto' or 'cuda' on a GPU")
     assert "needs a CUDA device and the mamba-ssm package" in backend_problem("cuda", "cpu")

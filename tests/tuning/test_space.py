@@ -30,11 +30,13 @@ def test_the_shipped_sweep_files_parse():
     for name in ("hymoerec-warmup", "hymoerec-balance", "hymoerec-experts", "hymoerec-random"):
         space = SearchSpace.from_file(f"yaml/tune/{name}.yaml")
         assert space.model == "HyMoERec" and space.dataset == "ml-100k"
-    assert SearchSpace.from_file("yaml/tune/hymoerec-warmup.yaml").space["moe_warmup_steps"] == ("grid", [0, 100, 500, 1000])
+    assert (SearchSpace.from_file("yaml/tune/hymoerec-warmup.yaml").space["moe_warmup_steps"]
+            == ("grid", [0, 100, 500, 1000]))
     for prefix, dataset in (("beauty", "beauty"), ("ml1m", "ml-1m")):
         for name in ("experts", "balance", "warmup"):
             space = SearchSpace.from_file(f"yaml/tune/{prefix}-hymoerec-{name}.yaml")
-            assert space.dataset == dataset and space.seeds == [2020, 2021, 2022] and space.scheduler == {"type": "fifo"}
+            assert space.dataset == dataset and space.seeds == [2020, 2021, 2022]
+            assert space.scheduler == {"type": "fifo"}
         host = SearchSpace.from_file(f"yaml/tune/{prefix}-sasrec-equivalent.yaml")
         experts = SearchSpace.from_file(f"yaml/tune/{prefix}-hymoerec-experts.yaml")
         assert host.dataset == dataset and host.base["moe_num_experts"] == 0
@@ -102,7 +104,8 @@ def test_sweep_file_on_disk_is_read_with_safe_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("plot,fragment", [
-    ({"file": "a.png", "x": "dropout", "metrics": ["valid_ndcg@10"]}, "plots[0].x: 'dropout' is not a key of the space"),
+    ({"file": "a.png", "x": "dropout", "metrics": ["valid_ndcg@10"]},
+     "plots[0].x: 'dropout' is not a key of the space"),
     ({"file": "a.png", "x": "learning_rate", "metrics": ["valid_ndcg@20"]}, "plot one metric (or two on twin axes)"),
     ({"file": "a.png", "x": "learning_rate", "y": "learning_rate"}, "takes exactly ['file', 'metric', 'x', 'y']"),
     ({"x": "learning_rate", "metrics": ["valid_ndcg@10"]}, "needs 'file' (a .png name)"),
